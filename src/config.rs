@@ -1,0 +1,504 @@
+//! The configuration file (`shared/contract/config.md`): read once,
+//! checked once.
+//!
+//! [`RawConfig`] is what serde reads (unknown keys are errors: a typo must
+//! not silently turn a feature off); [`Config`] is the checked form the rest
+//! of the program uses, with relative paths resolved against the config
+//! file's folder. Secrets are never in the file: only the path or variable
+//! that holds them, and [`Secret`] never prints its value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::pipeline::Limits;
+use crate::registration::Field;
+
+/// The exit code for a configuration error (EX_CONFIG).
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub archive: RawArchive,
+    #[serde(default)]
+    pub roster: Option<RawRoster>,
+    #[serde(default)]
+    pub campaign: Option<RawCampaign>,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<RawSource>,
+    #[serde(default)]
+    pub smtp: Option<RawSmtp>,
+    #[serde(default)]
+    pub parse: RawParse,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawArchive {
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoster {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCampaign {
+    pub name: String,
+    pub deadline: String,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "Asia/Shanghai".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub name: String,
+    pub kind: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub ca_file: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub mailbox: Option<String>,
+    pub poll_interval: Option<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub transport: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub ca_file: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub password_env: Option<String>,
+    pub from: Option<String>,
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParse {
+    /// Field paths that must be filled (`officer.mobile` …).
+    pub required: Option<Vec<String>>,
+}
+
+/// A configuration error: the key and the reason, in Chinese.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("配置错误：{key}：{reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// Where a secret comes from; its value is read only when needed.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    File(PathBuf),
+    Env(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the value; only where it lives.
+        match self {
+            Secret::File(p) => write!(f, "Secret(file {})", p.display()),
+            Secret::Env(v) => write!(f, "Secret(env {v})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    Implicit,
+    StartTls,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    pub name: String,
+    pub deadline: chrono::DateTime<chrono_tz::Tz>,
+    pub timezone: chrono_tz::Tz,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceKind {
+    Imap {
+        host: String,
+        port: u16,
+        tls: Tls,
+        ca_file: Option<PathBuf>,
+        username: String,
+        password: Secret,
+        mailbox: String,
+        poll_interval: Duration,
+    },
+    Directory {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SmtpTransport {
+    Smtp {
+        host: String,
+        port: u16,
+        tls: Tls,
+        ca_file: Option<PathBuf>,
+        username: Option<String>,
+        password: Option<Secret>,
+    },
+    File {
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Smtp {
+    pub transport: SmtpTransport,
+    pub from: String,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: Option<PathBuf>,
+    pub database_url: String,
+    pub archive_dir: PathBuf,
+    pub roster: Option<PathBuf>,
+    pub campaign: Option<Campaign>,
+    pub sources: Vec<Source>,
+    pub smtp: Option<Smtp>,
+    pub required: Vec<Field>,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), format!("无法读取配置文件（{e}）")))?;
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(&e))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut config = Self::check(raw, &base)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// The built-in defaults, used when no config file is given.
+    pub fn defaults() -> Self {
+        Self::check(RawConfig::default(), Path::new(".")).unwrap_or_else(|_| unreachable_defaults())
+    }
+
+    /// Checks a raw config; relative paths are taken from `base`.
+    pub fn check(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+        };
+        let database_url = match raw.database.url {
+            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                resolve_sqlite(&url, base)
+            }
+            Some(url) => {
+                return Err(ConfigError::new(
+                    "database.url",
+                    format!("应为 sqlite:// 文件路径或 postgres:// 地址，而不是“{url}”"),
+                ));
+            }
+            None => "sqlite:///var/lib/xxdc-intake/xxdc.db".into(),
+        };
+        let archive_dir = raw.archive.dir.as_deref().map_or_else(|| PathBuf::from("/var/lib/xxdc-intake/messages"), resolve);
+        let roster = raw.roster.as_ref().map(|r| resolve(&r.path));
+        let campaign = raw.campaign.map(check_campaign).transpose()?;
+        let mut sources = Vec::new();
+        for (i, s) in raw.sources.into_iter().enumerate() {
+            if sources.iter().any(|x: &Source| x.name == s.name) {
+                return Err(ConfigError::new(format!("source[{i}].name"), format!("来源名称“{}”重复", s.name)));
+            }
+            sources.push(check_source(i, s, &resolve)?);
+        }
+        let smtp = raw.smtp.map(|s| check_smtp(s, &resolve)).transpose()?;
+        let required = match raw.parse.required {
+            None => crate::pipeline::DEFAULT_REQUIRED.to_vec(),
+            Some(list) => list
+                .iter()
+                .map(|p| {
+                    Field::from_path(p).ok_or_else(|| {
+                        ConfigError::new("parse.required", format!("没有名为“{p}”的字段（例如 officer.mobile）"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        check_limits(&raw.limits)?;
+        Ok(Self { path: None, database_url, archive_dir, roster, campaign, sources, smtp, required, limits: raw.limits })
+    }
+}
+
+fn unreachable_defaults() -> Config {
+    // `check` cannot fail on an empty RawConfig; keep a value regardless.
+    Config {
+        path: None,
+        database_url: "sqlite:///var/lib/xxdc-intake/xxdc.db".into(),
+        archive_dir: PathBuf::from("/var/lib/xxdc-intake/messages"),
+        roster: None,
+        campaign: None,
+        sources: Vec::new(),
+        smtp: None,
+        required: crate::pipeline::DEFAULT_REQUIRED.to_vec(),
+        limits: Limits::default(),
+    }
+}
+
+fn toml_error(e: &toml::de::Error) -> ConfigError {
+    let message = e.message().to_string();
+    let key = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+        .map_or_else(|| "（配置文件）".to_string(), String::from);
+    let reason = if message.starts_with("unknown field") {
+        "不认识的配置项（是否拼写有误？）".to_string()
+    } else if message.starts_with("missing field") {
+        format!("缺少必填项：{}", message.trim_start_matches("missing field "))
+    } else {
+        format!("格式有误（{}）", message.trim())
+    };
+    let at = e.span().map(|s| format!("（位置 {}）", s.start)).unwrap_or_default();
+    ConfigError::new(key, format!("{reason}{at}"))
+}
+
+fn resolve_sqlite(url: &str, base: &Path) -> String {
+    // sqlite:///abs/path stays; sqlite://rel/path and sqlite:rel are taken
+    // from the config file's folder, like every other relative path.
+    let Some(rest) = url.strip_prefix("sqlite:") else { return url.to_string() };
+    let path = rest.trim_start_matches("//");
+    if path.starts_with('/') || path == ":memory:" {
+        url.to_string()
+    } else {
+        format!("sqlite://{}", base.join(path).display())
+    }
+}
+
+fn check_campaign(c: RawCampaign) -> Result<Campaign, ConfigError> {
+    let timezone: chrono_tz::Tz = c
+        .timezone
+        .parse()
+        .map_err(|_| ConfigError::new("campaign.timezone", format!("不认识的时区“{}”（例如 Asia/Shanghai）", c.timezone)))?;
+    let naive = chrono::NaiveDateTime::parse_from_str(&c.deadline, "%Y-%m-%d %H:%M")
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(&c.deadline, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(23, 59, 59).unwrap_or_default())
+        })
+        .map_err(|_| ConfigError::new("campaign.deadline", format!("应为“2007-05-20 23:59”这样的本地时间，而不是“{}”", c.deadline)))?;
+    let deadline = naive
+        .and_local_timezone(timezone)
+        .earliest()
+        .ok_or_else(|| ConfigError::new("campaign.deadline", "该时间在所选时区中不存在"))?;
+    if c.name.trim().is_empty() {
+        return Err(ConfigError::new("campaign.name", "不能为空"));
+    }
+    Ok(Campaign { name: c.name, deadline, timezone })
+}
+
+fn check_tls(key: &str, tls: Option<&str>, host: &str) -> Result<Tls, ConfigError> {
+    let tls = match tls.unwrap_or("implicit") {
+        "implicit" => Tls::Implicit,
+        "starttls" => Tls::StartTls,
+        "none" => Tls::None,
+        other => return Err(ConfigError::new(key, format!("应为 implicit、starttls 或 none，而不是“{other}”"))),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if tls == Tls::None && !loopback {
+        return Err(ConfigError::new(key, format!("不加密连接只允许用于本机（127.0.0.1），{host} 必须使用 implicit 或 starttls")));
+    }
+    Ok(tls)
+}
+
+fn check_secret(key: &str, file: Option<&str>, env: Option<&str>, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Option<Secret>, ConfigError> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err(ConfigError::new(key, "password_file 与 password_env 只能填写一个")),
+        (Some(f), None) => Ok(Some(Secret::File(resolve(f)))),
+        (None, Some(v)) => Ok(Some(Secret::Env(v.to_string()))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `60s`, `5m`, `1h`, or a number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "s" | "" => n,
+        "m" | "min" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+fn check_source(i: usize, s: RawSource, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Source, ConfigError> {
+    let key = |k: &str| format!("source[{i}].{k}");
+    let kind = match s.kind.as_str() {
+        "imap" => {
+            let host = s.host.clone().ok_or_else(|| ConfigError::new(key("host"), "IMAP 来源必须填写服务器地址"))?;
+            let tls = check_tls(&key("tls"), s.tls.as_deref(), &host)?;
+            let port = s.port.unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
+            let username = s.username.clone().ok_or_else(|| ConfigError::new(key("username"), "IMAP 来源必须填写用户名（邮箱地址）"))?;
+            let password = check_secret(&key("password_file"), s.password_file.as_deref(), s.password_env.as_deref(), resolve)?
+                .ok_or_else(|| ConfigError::new(key("password_file"), "必须填写 password_file 或 password_env（163 邮箱请使用授权码）"))?;
+            let poll_interval = match s.poll_interval.as_deref() {
+                None => Duration::from_secs(60),
+                Some(p) => parse_duration(p).filter(|d| d.as_secs() >= 5).ok_or_else(|| {
+                    ConfigError::new(key("poll_interval"), format!("应为“60s”“5m”这样的时长且不少于 5 秒，而不是“{p}”"))
+                })?,
+            };
+            SourceKind::Imap {
+                host,
+                port,
+                tls,
+                ca_file: s.ca_file.as_deref().map(resolve),
+                username,
+                password,
+                mailbox: s.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
+                poll_interval,
+            }
+        }
+        "directory" => {
+            let path = s.path.as_deref().ok_or_else(|| ConfigError::new(key("path"), "directory 来源必须填写文件夹路径"))?;
+            SourceKind::Directory { path: resolve(path) }
+        }
+        other => return Err(ConfigError::new(key("kind"), format!("应为 imap 或 directory，而不是“{other}”"))),
+    };
+    if s.name.trim().is_empty() {
+        return Err(ConfigError::new(key("name"), "不能为空"));
+    }
+    Ok(Source { name: s.name, kind })
+}
+
+fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, ConfigError> {
+    let from = s.from.clone().ok_or_else(|| ConfigError::new("smtp.from", "必须填写发件人，例如“信息督查科 <xxdc2004@163.com>”"))?;
+    if !from.contains('@') {
+        return Err(ConfigError::new("smtp.from", format!("不是有效的邮箱地址：“{from}”")));
+    }
+    let transport = match s.transport.as_str() {
+        "smtp" => {
+            let host = s.host.clone().ok_or_else(|| ConfigError::new("smtp.host", "必须填写 SMTP 服务器地址"))?;
+            let tls = check_tls("smtp.tls", s.tls.as_deref(), &host)?;
+            let port = s.port.unwrap_or(match tls {
+                Tls::Implicit => 465,
+                Tls::StartTls => 587,
+                Tls::None => 25,
+            });
+            SmtpTransport::Smtp {
+                host,
+                port,
+                tls,
+                ca_file: s.ca_file.as_deref().map(resolve),
+                username: s.username.clone(),
+                password: check_secret("smtp.password_file", s.password_file.as_deref(), s.password_env.as_deref(), resolve)?,
+            }
+        }
+        "file" => SmtpTransport::File { dir: resolve(s.dir.as_deref().unwrap_or("outbox")) },
+        other => return Err(ConfigError::new("smtp.transport", format!("应为 smtp 或 file，而不是“{other}”"))),
+    };
+    Ok(Smtp { transport, from })
+}
+
+fn check_limits(l: &Limits) -> Result<(), ConfigError> {
+    let positive = [
+        ("limits.read.max_cells", l.read.max_cells as u64),
+        ("limits.read.max_part_bytes", l.read.max_part_bytes),
+        ("limits.read.max_total_bytes", l.read.max_total_bytes),
+        ("limits.read.max_zip_entries", l.read.max_zip_entries as u64),
+        ("limits.read.max_pages", l.read.max_pages as u64),
+        ("limits.child.memory_mb", l.child.memory_mb),
+        ("limits.child.cpu_seconds", l.child.cpu_seconds),
+        ("limits.child.timeout_seconds", l.child.timeout_seconds),
+        ("limits.attachment.max_bytes", l.attachment.max_bytes as u64),
+        ("limits.attachment.max_count", l.attachment.max_count as u64),
+    ];
+    if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+        return Err(ConfigError::new(*key, "必须大于 0"));
+    }
+    if l.child.memory_mb < 64 {
+        return Err(ConfigError::new("limits.child.memory_mb", "至少 64（MB），否则任何附件都无法读取"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(&e))?;
+        Config::check(raw, Path::new("/etc/xxdc-intake"))
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let c = check("[roster]\npath = \"roster.csv\"\n[database]\nurl = \"sqlite://state/x.db\"\n").expect("ok");
+        assert_eq!(c.roster, Some(PathBuf::from("/etc/xxdc-intake/roster.csv")));
+        assert_eq!(c.database_url, "sqlite:///etc/xxdc-intake/state/x.db");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = check("[roster]\npaht = \"x\"\n").unwrap_err();
+        assert_eq!(e.key, "paht");
+        let e = check("[campaign]\nname = \"x\"\ndeadline = \"5月20日\"\n").unwrap_err();
+        assert_eq!(e.key, "campaign.deadline");
+        let e = check("[[source]]\nname = \"a\"\nkind = \"imap\"\nhost = \"imap.163.com\"\ntls = \"none\"\nusername = \"u\"\npassword_env = \"P\"\n").unwrap_err();
+        assert_eq!(e.key, "source[0].tls");
+        let e = check("[parse]\nrequired = [\"officer.phone\"]\n").unwrap_err();
+        assert_eq!(e.key, "parse.required");
+        let e = check("[limits.child]\nmemory_mb = 0\n").unwrap_err();
+        assert_eq!(e.key, "limits.child.memory_mb");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::Env("IMAP_PASSWORD".into());
+        assert_eq!(format!("{s:?}"), "Secret(env IMAP_PASSWORD)");
+    }
+}

@@ -1,0 +1,50 @@
+//! Plain text and HTML typed by a person — a message body, or a `.txt`
+//! attachment — to grids. Each line becomes one cell; the form extractor
+//! splits `标签：值` pairs inside it. HTML goes to `readers::html`, which
+//! keeps its tables as tables.
+
+use crate::grid::{Cell, Extracted, Grid, ReadLimits};
+
+/// Reads text of unknown encoding (UTF-8 or GB18030).
+pub fn read(bytes: &[u8], limits: &ReadLimits) -> Extracted {
+    let text = crate::sniff::decode_text(bytes);
+    if looks_like_html(&text) {
+        super::html::read(&text, limits)
+    } else {
+        read_str(&text, limits)
+    }
+}
+
+/// Reads decoded plain text: one cell per non-empty line.
+pub fn read_str(text: &str, limits: &ReadLimits) -> Extracted {
+    Extracted { grids: vec![lines_grid("body", text, limits)], ..Extracted::default() }
+}
+
+/// One cell per non-empty line, at most `limits.max_cells` lines.
+pub fn lines_grid(name: &str, text: &str, limits: &ReadLimits) -> Grid {
+    let mut grid = Grid::new(name);
+    let lines = text.lines().map(crate::grid::clean_text).filter(|l| !l.is_empty());
+    for (row, line) in lines.take(limits.max_cells).enumerate() {
+        grid.push(Cell::new(u32::try_from(row).unwrap_or(u32::MAX), 0, line));
+    }
+    grid
+}
+
+fn looks_like_html(text: &str) -> bool {
+    let head: String = text.chars().take(2048).collect::<String>().to_ascii_lowercase();
+    head.contains("<html") || head.contains("<table") || head.contains("<body") || head.contains("<br")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_rows() {
+        let (gbk, _, _) = encoding_rs::GBK.encode("单位：桥头镇\r\n\r\n  信息员姓名：张三  \n");
+        let e = read(&gbk, &ReadLimits::default());
+        let texts: Vec<&str> = e.grids[0].cells.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, vec!["单位：桥头镇", "信息员姓名：张三"]);
+        assert_eq!(e.grids[0].cells[1].row, 1);
+    }
+}
