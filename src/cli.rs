@@ -16,7 +16,11 @@ use crate::sandbox::Isolation;
 pub const DEFAULT_CONFIG: &str = "/etc/xxdc-intake/config.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "xxdc-intake", version, about = "永嘉县分管政务信息领导及信息员登记表收集服务")]
+#[command(
+    name = "xxdc-intake",
+    version,
+    about = "永嘉县分管政务信息领导及信息员登记表收集服务"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,12 @@ enum Command {
     },
     /// Internal: reads one attachment from stdin in the sandbox child.
     #[command(name = "__read", hide = true)]
-    Read { format: String, limits: String, memory_mb: String, cpu_seconds: String },
+    Read {
+        format: String,
+        limits: String,
+        memory_mb: String,
+        cpu_seconds: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,14 +78,24 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Command::Read { format, limits, memory_mb, cpu_seconds } => {
-            crate::sandbox::child_main(&format, &limits, &memory_mb, &cpu_seconds)
-        }
+        Command::Read {
+            format,
+            limits,
+            memory_mb,
+            cpu_seconds,
+        } => crate::sandbox::child_main(&format, &limits, &memory_mb, &cpu_seconds),
         command => {
             init_logging();
             match command {
-                Command::Parse { config, roster, json, files } => parse(config.as_deref(), roster.as_deref(), json, &files),
-                Command::Config { action: ConfigAction::Check { config } } => config_check(config.as_deref()),
+                Command::Parse {
+                    config,
+                    roster,
+                    json,
+                    files,
+                } => parse(config.as_deref(), roster.as_deref(), json, &files),
+                Command::Config {
+                    action: ConfigAction::Check { config },
+                } => config_check(config.as_deref()),
                 Command::Read { .. } => 2,
             }
         }
@@ -86,7 +105,10 @@ pub fn main() -> i32 {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Loads `path`, or the default config file when it exists, or defaults.
@@ -106,7 +128,9 @@ fn config_check(path: Option<&Path>) -> i32 {
                 "配置文件 {} 正确：{} 个邮件来源，名单 {}。",
                 path.display(),
                 c.sources.len(),
-                c.roster.as_deref().map_or_else(|| "未配置".to_string(), |p| p.display().to_string())
+                c.roster
+                    .as_deref()
+                    .map_or_else(|| "未配置".to_string(), |p| p.display().to_string())
             );
             0
         }
@@ -121,7 +145,10 @@ fn config_check(path: Option<&Path>) -> i32 {
 /// network: the roster loads.
 fn check_files(config: &Config) -> Result<(), ConfigError> {
     if let Some(path) = &config.roster {
-        Roster::load(path).map_err(|e| ConfigError { key: "roster.path".into(), reason: e.to_string() })?;
+        Roster::load(path).map_err(|e| ConfigError {
+            key: "roster.path".into(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(())
 }
@@ -134,7 +161,9 @@ fn parse(config: Option<&Path>, roster: Option<&Path>, json: bool, files: &[Path
             return EXIT_CONFIG;
         }
     };
-    let roster_path = roster.map(Path::to_path_buf).or_else(|| config.roster.clone());
+    let roster_path = roster
+        .map(Path::to_path_buf)
+        .or_else(|| config.roster.clone());
     let roster = match roster_path.as_deref().map(Roster::load).transpose() {
         Ok(r) => r,
         Err(e) => {
@@ -142,8 +171,14 @@ fn parse(config: Option<&Path>, roster: Option<&Path>, json: bool, files: &[Path
             return EXIT_CONFIG;
         }
     };
-    let pipeline = Pipeline::new(roster, config.required.clone(), Isolation::current_exe(config.limits.child), config.limits);
+    let pipeline = Pipeline::new(
+        roster,
+        config.required.clone(),
+        Isolation::current_exe(config.limits.child),
+        config.limits,
+    );
     let mut status = 0;
+    let mut reports = Vec::new();
     let stdout = std::io::stdout();
     for file in files {
         let shown = file.display().to_string();
@@ -166,6 +201,16 @@ fn parse(config: Option<&Path>, roster: Option<&Path>, json: bool, files: &[Path
             // stdout closed (e.g. piped into `head`): nothing more to say.
             return status;
         }
+        if !json {
+            reports.push(report);
+        }
+    }
+    if reports.len() > 1 {
+        println!(
+            "== 汇总（{} 个文件）==\n{}",
+            reports.len(),
+            crate::report::summary_table(&reports)
+        );
     }
     status
 }

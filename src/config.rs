@@ -119,7 +119,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { key: key.into(), reason: reason.into() }
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -215,8 +218,12 @@ pub struct Config {
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), format!("无法读取配置文件（{e}）")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path.display().to_string(),
+                format!("无法读取配置文件（{e}）"),
+            )
+        })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(&e))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut config = Self::check(raw, &base)?;
@@ -233,10 +240,18 @@ impl Config {
     pub fn check(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
         };
         let database_url = match raw.database.url {
-            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(url)
+                if url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://") =>
+            {
                 resolve_sqlite(&url, base)
             }
             Some(url) => {
@@ -247,13 +262,20 @@ impl Config {
             }
             None => "sqlite:///var/lib/xxdc-intake/xxdc.db".into(),
         };
-        let archive_dir = raw.archive.dir.as_deref().map_or_else(|| PathBuf::from("/var/lib/xxdc-intake/messages"), resolve);
+        let archive_dir = raw
+            .archive
+            .dir
+            .as_deref()
+            .map_or_else(|| PathBuf::from("/var/lib/xxdc-intake/messages"), resolve);
         let roster = raw.roster.as_ref().map(|r| resolve(&r.path));
         let campaign = raw.campaign.map(check_campaign).transpose()?;
         let mut sources = Vec::new();
         for (i, s) in raw.sources.into_iter().enumerate() {
             if sources.iter().any(|x: &Source| x.name == s.name) {
-                return Err(ConfigError::new(format!("source[{i}].name"), format!("来源名称“{}”重复", s.name)));
+                return Err(ConfigError::new(
+                    format!("source[{i}].name"),
+                    format!("来源名称“{}”重复", s.name),
+                ));
             }
             sources.push(check_source(i, s, &resolve)?);
         }
@@ -264,13 +286,26 @@ impl Config {
                 .iter()
                 .map(|p| {
                     Field::from_path(p).ok_or_else(|| {
-                        ConfigError::new("parse.required", format!("没有名为“{p}”的字段（例如 officer.mobile）"))
+                        ConfigError::new(
+                            "parse.required",
+                            format!("没有名为“{p}”的字段（例如 officer.mobile）"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,
         };
         check_limits(&raw.limits)?;
-        Ok(Self { path: None, database_url, archive_dir, roster, campaign, sources, smtp, required, limits: raw.limits })
+        Ok(Self {
+            path: None,
+            database_url,
+            archive_dir,
+            roster,
+            campaign,
+            sources,
+            smtp,
+            required,
+            limits: raw.limits,
+        })
     }
 }
 
@@ -298,18 +333,26 @@ fn toml_error(e: &toml::de::Error) -> ConfigError {
     let reason = if message.starts_with("unknown field") {
         "不认识的配置项（是否拼写有误？）".to_string()
     } else if message.starts_with("missing field") {
-        format!("缺少必填项：{}", message.trim_start_matches("missing field "))
+        format!(
+            "缺少必填项：{}",
+            message.trim_start_matches("missing field ")
+        )
     } else {
         format!("格式有误（{}）", message.trim())
     };
-    let at = e.span().map(|s| format!("（位置 {}）", s.start)).unwrap_or_default();
+    let at = e
+        .span()
+        .map(|s| format!("（位置 {}）", s.start))
+        .unwrap_or_default();
     ConfigError::new(key, format!("{reason}{at}"))
 }
 
 fn resolve_sqlite(url: &str, base: &Path) -> String {
     // sqlite:///abs/path stays; sqlite://rel/path and sqlite:rel are taken
     // from the config file's folder, like every other relative path.
-    let Some(rest) = url.strip_prefix("sqlite:") else { return url.to_string() };
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return url.to_string();
+    };
     let path = rest.trim_start_matches("//");
     if path.starts_with('/') || path == ":memory:" {
         url.to_string()
@@ -319,16 +362,26 @@ fn resolve_sqlite(url: &str, base: &Path) -> String {
 }
 
 fn check_campaign(c: RawCampaign) -> Result<Campaign, ConfigError> {
-    let timezone: chrono_tz::Tz = c
-        .timezone
-        .parse()
-        .map_err(|_| ConfigError::new("campaign.timezone", format!("不认识的时区“{}”（例如 Asia/Shanghai）", c.timezone)))?;
+    let timezone: chrono_tz::Tz = c.timezone.parse().map_err(|_| {
+        ConfigError::new(
+            "campaign.timezone",
+            format!("不认识的时区“{}”（例如 Asia/Shanghai）", c.timezone),
+        )
+    })?;
     let naive = chrono::NaiveDateTime::parse_from_str(&c.deadline, "%Y-%m-%d %H:%M")
         .or_else(|_| {
             chrono::NaiveDate::parse_from_str(&c.deadline, "%Y-%m-%d")
                 .map(|d| d.and_hms_opt(23, 59, 59).unwrap_or_default())
         })
-        .map_err(|_| ConfigError::new("campaign.deadline", format!("应为“2007-05-20 23:59”这样的本地时间，而不是“{}”", c.deadline)))?;
+        .map_err(|_| {
+            ConfigError::new(
+                "campaign.deadline",
+                format!(
+                    "应为“2007-05-20 23:59”这样的本地时间，而不是“{}”",
+                    c.deadline
+                ),
+            )
+        })?;
     let deadline = naive
         .and_local_timezone(timezone)
         .earliest()
@@ -336,7 +389,11 @@ fn check_campaign(c: RawCampaign) -> Result<Campaign, ConfigError> {
     if c.name.trim().is_empty() {
         return Err(ConfigError::new("campaign.name", "不能为空"));
     }
-    Ok(Campaign { name: c.name, deadline, timezone })
+    Ok(Campaign {
+        name: c.name,
+        deadline,
+        timezone,
+    })
 }
 
 fn check_tls(key: &str, tls: Option<&str>, host: &str) -> Result<Tls, ConfigError> {
@@ -344,18 +401,37 @@ fn check_tls(key: &str, tls: Option<&str>, host: &str) -> Result<Tls, ConfigErro
         "implicit" => Tls::Implicit,
         "starttls" => Tls::StartTls,
         "none" => Tls::None,
-        other => return Err(ConfigError::new(key, format!("应为 implicit、starttls 或 none，而不是“{other}”"))),
+        other => {
+            return Err(ConfigError::new(
+                key,
+                format!("应为 implicit、starttls 或 none，而不是“{other}”"),
+            ));
+        }
     };
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if tls == Tls::None && !loopback {
-        return Err(ConfigError::new(key, format!("不加密连接只允许用于本机（127.0.0.1），{host} 必须使用 implicit 或 starttls")));
+        return Err(ConfigError::new(
+            key,
+            format!("不加密连接只允许用于本机（127.0.0.1），{host} 必须使用 implicit 或 starttls"),
+        ));
     }
     Ok(tls)
 }
 
-fn check_secret(key: &str, file: Option<&str>, env: Option<&str>, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Option<Secret>, ConfigError> {
+fn check_secret(
+    key: &str,
+    file: Option<&str>,
+    env: Option<&str>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Option<Secret>, ConfigError> {
     match (file, env) {
-        (Some(_), Some(_)) => Err(ConfigError::new(key, "password_file 与 password_env 只能填写一个")),
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            key,
+            "password_file 与 password_env 只能填写一个",
+        )),
         (Some(f), None) => Ok(Some(Secret::File(resolve(f)))),
         (None, Some(v)) => Ok(Some(Secret::Env(v.to_string()))),
         (None, None) => Ok(None),
@@ -365,7 +441,9 @@ fn check_secret(key: &str, file: Option<&str>, env: Option<&str>, resolve: &dyn 
 /// `60s`, `5m`, `1h`, or a number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
     let n: u64 = num.parse().ok()?;
     let secs = match unit.trim() {
         "s" | "" => n,
@@ -376,21 +454,47 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-fn check_source(i: usize, s: RawSource, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Source, ConfigError> {
+fn check_source(
+    i: usize,
+    s: RawSource,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Source, ConfigError> {
     let key = |k: &str| format!("source[{i}].{k}");
     let kind = match s.kind.as_str() {
         "imap" => {
-            let host = s.host.clone().ok_or_else(|| ConfigError::new(key("host"), "IMAP 来源必须填写服务器地址"))?;
+            let host = s
+                .host
+                .clone()
+                .ok_or_else(|| ConfigError::new(key("host"), "IMAP 来源必须填写服务器地址"))?;
             let tls = check_tls(&key("tls"), s.tls.as_deref(), &host)?;
-            let port = s.port.unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
-            let username = s.username.clone().ok_or_else(|| ConfigError::new(key("username"), "IMAP 来源必须填写用户名（邮箱地址）"))?;
-            let password = check_secret(&key("password_file"), s.password_file.as_deref(), s.password_env.as_deref(), resolve)?
-                .ok_or_else(|| ConfigError::new(key("password_file"), "必须填写 password_file 或 password_env（163 邮箱请使用授权码）"))?;
+            let port = s
+                .port
+                .unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
+            let username = s.username.clone().ok_or_else(|| {
+                ConfigError::new(key("username"), "IMAP 来源必须填写用户名（邮箱地址）")
+            })?;
+            let password = check_secret(
+                &key("password_file"),
+                s.password_file.as_deref(),
+                s.password_env.as_deref(),
+                resolve,
+            )?
+            .ok_or_else(|| {
+                ConfigError::new(
+                    key("password_file"),
+                    "必须填写 password_file 或 password_env（163 邮箱请使用授权码）",
+                )
+            })?;
             let poll_interval = match s.poll_interval.as_deref() {
                 None => Duration::from_secs(60),
-                Some(p) => parse_duration(p).filter(|d| d.as_secs() >= 5).ok_or_else(|| {
-                    ConfigError::new(key("poll_interval"), format!("应为“60s”“5m”这样的时长且不少于 5 秒，而不是“{p}”"))
-                })?,
+                Some(p) => parse_duration(p)
+                    .filter(|d| d.as_secs() >= 5)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            key("poll_interval"),
+                            format!("应为“60s”“5m”这样的时长且不少于 5 秒，而不是“{p}”"),
+                        )
+                    })?,
             };
             SourceKind::Imap {
                 host,
@@ -404,10 +508,20 @@ fn check_source(i: usize, s: RawSource, resolve: &dyn Fn(&str) -> PathBuf) -> Re
             }
         }
         "directory" => {
-            let path = s.path.as_deref().ok_or_else(|| ConfigError::new(key("path"), "directory 来源必须填写文件夹路径"))?;
-            SourceKind::Directory { path: resolve(path) }
+            let path = s
+                .path
+                .as_deref()
+                .ok_or_else(|| ConfigError::new(key("path"), "directory 来源必须填写文件夹路径"))?;
+            SourceKind::Directory {
+                path: resolve(path),
+            }
         }
-        other => return Err(ConfigError::new(key("kind"), format!("应为 imap 或 directory，而不是“{other}”"))),
+        other => {
+            return Err(ConfigError::new(
+                key("kind"),
+                format!("应为 imap 或 directory，而不是“{other}”"),
+            ));
+        }
     };
     if s.name.trim().is_empty() {
         return Err(ConfigError::new(key("name"), "不能为空"));
@@ -416,13 +530,24 @@ fn check_source(i: usize, s: RawSource, resolve: &dyn Fn(&str) -> PathBuf) -> Re
 }
 
 fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, ConfigError> {
-    let from = s.from.clone().ok_or_else(|| ConfigError::new("smtp.from", "必须填写发件人，例如“信息督查科 <xxdc2004@163.com>”"))?;
+    let from = s.from.clone().ok_or_else(|| {
+        ConfigError::new(
+            "smtp.from",
+            "必须填写发件人，例如“信息督查科 <xxdc2004@163.com>”",
+        )
+    })?;
     if !from.contains('@') {
-        return Err(ConfigError::new("smtp.from", format!("不是有效的邮箱地址：“{from}”")));
+        return Err(ConfigError::new(
+            "smtp.from",
+            format!("不是有效的邮箱地址：“{from}”"),
+        ));
     }
     let transport = match s.transport.as_str() {
         "smtp" => {
-            let host = s.host.clone().ok_or_else(|| ConfigError::new("smtp.host", "必须填写 SMTP 服务器地址"))?;
+            let host = s
+                .host
+                .clone()
+                .ok_or_else(|| ConfigError::new("smtp.host", "必须填写 SMTP 服务器地址"))?;
             let tls = check_tls("smtp.tls", s.tls.as_deref(), &host)?;
             let port = s.port.unwrap_or(match tls {
                 Tls::Implicit => 465,
@@ -435,11 +560,23 @@ fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, Con
                 tls,
                 ca_file: s.ca_file.as_deref().map(resolve),
                 username: s.username.clone(),
-                password: check_secret("smtp.password_file", s.password_file.as_deref(), s.password_env.as_deref(), resolve)?,
+                password: check_secret(
+                    "smtp.password_file",
+                    s.password_file.as_deref(),
+                    s.password_env.as_deref(),
+                    resolve,
+                )?,
             }
         }
-        "file" => SmtpTransport::File { dir: resolve(s.dir.as_deref().unwrap_or("outbox")) },
-        other => return Err(ConfigError::new("smtp.transport", format!("应为 smtp 或 file，而不是“{other}”"))),
+        "file" => SmtpTransport::File {
+            dir: resolve(s.dir.as_deref().unwrap_or("outbox")),
+        },
+        other => {
+            return Err(ConfigError::new(
+                "smtp.transport",
+                format!("应为 smtp 或 file，而不是“{other}”"),
+            ));
+        }
     };
     Ok(Smtp { transport, from })
 }
@@ -461,7 +598,10 @@ fn check_limits(l: &Limits) -> Result<(), ConfigError> {
         return Err(ConfigError::new(*key, "必须大于 0"));
     }
     if l.child.memory_mb < 64 {
-        return Err(ConfigError::new("limits.child.memory_mb", "至少 64（MB），否则任何附件都无法读取"));
+        return Err(ConfigError::new(
+            "limits.child.memory_mb",
+            "至少 64（MB），否则任何附件都无法读取",
+        ));
     }
     Ok(())
 }
@@ -477,7 +617,9 @@ mod tests {
 
     #[test]
     fn relative_paths_follow_the_config_file() {
-        let c = check("[roster]\npath = \"roster.csv\"\n[database]\nurl = \"sqlite://state/x.db\"\n").expect("ok");
+        let c =
+            check("[roster]\npath = \"roster.csv\"\n[database]\nurl = \"sqlite://state/x.db\"\n")
+                .expect("ok");
         assert_eq!(c.roster, Some(PathBuf::from("/etc/xxdc-intake/roster.csv")));
         assert_eq!(c.database_url, "sqlite:///etc/xxdc-intake/state/x.db");
     }

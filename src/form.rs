@@ -97,13 +97,24 @@ fn expand(grid: &Grid) -> Vec<Node> {
         let row = cell.row;
         let last_row = cell.last_row();
         let col = cell.col.saturating_mul(SUB);
-        let last_col = cell.last_col().saturating_add(1).saturating_mul(SUB).saturating_sub(1);
+        let last_col = cell
+            .last_col()
+            .saturating_add(1)
+            .saturating_mul(SUB)
+            .saturating_sub(1);
         let text = cell.text.trim();
         if text.is_empty() {
             continue;
         }
         if let Some(label) = labels::classify(text) {
-            nodes.push(Node { row, last_row, col, last_col, text: text.into(), label: Some(label) });
+            nodes.push(Node {
+                row,
+                last_row,
+                col,
+                last_col,
+                text: text.into(),
+                label: Some(label),
+            });
             continue;
         }
         let pieces = split_inline(text);
@@ -111,7 +122,14 @@ fn expand(grid: &Grid) -> Vec<Node> {
         for (i, (piece, label)) in pieces.into_iter().take(SUB as usize).enumerate() {
             let i = u32::try_from(i).unwrap_or(0);
             let sub_last = if i + 1 == count { last_col } else { col + i };
-            nodes.push(Node { row, last_row, col: col + i, last_col: sub_last, text: piece, label });
+            nodes.push(Node {
+                row,
+                last_row,
+                col: col + i,
+                last_col: sub_last,
+                text: piece,
+                label,
+            });
         }
     }
     nodes.sort_by_key(|n| (n.row, n.col));
@@ -150,8 +168,7 @@ fn split_inline(text: &str) -> Vec<(String, Option<Label>)> {
             }
             begin -= 1;
         }
-        for b in begin..k {
-            let start = chars[b].0;
+        for &(start, _) in &chars[begin..k] {
             if let Some(label @ (Label::Field(_) | Label::Anchor { .. } | Label::Other)) =
                 labels::classify(&text[start..pos])
             {
@@ -163,7 +180,10 @@ fn split_inline(text: &str) -> Vec<(String, Option<Label>)> {
     if starts.is_empty() {
         return split_spaced(text);
     }
-    let trim = |s: &str| s.trim_matches(|c: char| is_separator(c) || is_colon(c)).to_string();
+    let trim = |s: &str| {
+        s.trim_matches(|c: char| is_separator(c) || is_colon(c))
+            .to_string()
+    };
     let mut out = Vec::new();
     let head = trim(&text[..starts[0].0]);
     if !head.is_empty() {
@@ -238,14 +258,26 @@ fn split_spaced(text: &str) -> Vec<(String, Option<Label>)> {
 fn split_regions(nodes: &[Node]) -> Vec<Vec<Node>> {
     let anchors: Vec<&Node> = nodes
         .iter()
-        .filter(|n| matches!(n.label, Some(Label::Anchor { section: Section::Leader, .. })))
+        .filter(|n| {
+            matches!(
+                n.label,
+                Some(Label::Anchor {
+                    section: Section::Leader,
+                    ..
+                })
+            )
+        })
         .collect();
     if anchors.len() < 2 {
         return vec![nodes.to_vec()];
     }
     let same_row = anchors.iter().all(|a| a.row == anchors[0].row);
     if same_row {
-        let mut cuts: Vec<u32> = anchors.iter().skip(1).map(|a| form_start_col(nodes, a)).collect();
+        let mut cuts: Vec<u32> = anchors
+            .iter()
+            .skip(1)
+            .map(|a| form_start_col(nodes, a))
+            .collect();
         cuts.dedup();
         return partition(nodes, &cuts, |n| n.col);
     }
@@ -395,7 +427,12 @@ impl Layout {
         self.nodes
             .iter()
             .filter(|a| matches!(a.label, Some(Label::Anchor { .. })))
-            .filter(|a| a.col <= n.col && (a.row < n.row || a.row == n.row && a.col < n.col || a.row == n.row && a.col == n.col))
+            .filter(|a| {
+                a.col <= n.col
+                    && (a.row < n.row
+                        || a.row == n.row && a.col < n.col
+                        || a.row == n.row && a.col == n.col)
+            })
             .max_by_key(|a| (a.row, a.col))
             .and_then(|a| match a.label {
                 Some(Label::Anchor { section, .. }) => Some(section),
@@ -412,7 +449,10 @@ impl Layout {
                 let j = left?;
                 // A column per person: the person's anchor heads the column.
                 let section = match self.column_header(i).and_then(|h| self.label(h)) {
-                    Some(Label::Anchor { section, named: false }) => section,
+                    Some(Label::Anchor {
+                        section,
+                        named: false,
+                    }) => section,
                     _ => self.section_of(j),
                 };
                 labels::field_for(key, section)
@@ -466,8 +506,12 @@ impl Layout {
             if !self.is_value(i) {
                 continue;
             }
-            let Some(field) = self.field_of(i) else { continue };
-            let Some(value) = clean_value(&self.nodes[i].text) else { continue };
+            let Some(field) = self.field_of(i) else {
+                continue;
+            };
+            let Some(value) = clean_value(&self.nodes[i].text) else {
+                continue;
+            };
             if seen.insert(field, ()).is_none() {
                 form.values.insert(field, value);
             }
@@ -482,7 +526,19 @@ fn clean_value(text: &str) -> Option<String> {
     let t = collapse_repeat(t);
     let placeholder = matches!(
         t.as_str(),
-        "" | "无" | "/" | "／" | "-" | "—" | "——" | "－" | "暂无" | "空" | "未填" | "略" | "\\" | "×"
+        "" | "无"
+            | "/"
+            | "／"
+            | "-"
+            | "—"
+            | "——"
+            | "－"
+            | "暂无"
+            | "空"
+            | "未填"
+            | "略"
+            | "\\"
+            | "×"
     );
     (!placeholder).then_some(t)
 }
@@ -494,7 +550,7 @@ fn collapse_repeat(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let n = chars.len();
     for unit in 2..=n / 2 {
-        if n % unit == 0 && chars.chunks(unit).all(|c| c == &chars[..unit]) {
+        if n.is_multiple_of(unit) && chars.chunks(unit).all(|c| c == &chars[..unit]) {
             // Numbers repeat legitimately (e.g. 66666666); only collapse text.
             if chars[..unit].iter().any(|c| !c.is_ascii_digit()) {
                 return chars[..unit].iter().collect();
@@ -519,7 +575,7 @@ mod tests {
         g
     }
 
-    fn get<'a>(f: &'a RawForm, field: Field) -> Option<&'a str> {
+    fn get(f: &RawForm, field: Field) -> Option<&str> {
         f.values.get(&field).map(String::as_str)
     }
 
@@ -528,7 +584,14 @@ mod tests {
         let mut g = grid(&[
             &["分管政务信息领导及信息员登记表"],
             &["单 位", "瓯北街道办事处", "", "地 址", "解放街52号"],
-            &["分管领导姓名", "麻丽洁", "职 务", "副主任", "分管工作", "信息"],
+            &[
+                "分管领导姓名",
+                "麻丽洁",
+                "职 务",
+                "副主任",
+                "分管工作",
+                "信息",
+            ],
             &["联系方式", "办 电", "67672148", "手 机", "13857712669"],
             &["", "宅 电", "", "机关网", "601567"],
             &["", "E-mail:"],
@@ -596,7 +659,10 @@ mod tests {
 
     #[test]
     fn values_under_a_header_row() {
-        let g = grid(&[&["单位", "地址", "传真"], &["县林业局", "城北路1号", "67000000"]]);
+        let g = grid(&[
+            &["单位", "地址", "传真"],
+            &["县林业局", "城北路1号", "67000000"],
+        ]);
         let f = &extract(&g)[0];
         assert_eq!(get(f, Field::UnitName), Some("县林业局"));
         assert_eq!(get(f, Field::UnitFax), Some("67000000"));
@@ -620,7 +686,12 @@ mod tests {
 
     #[test]
     fn spaced_label_value_and_placeholders() {
-        let g = grid(&[&["信息员姓名 王五"], &["手 机 13800000003"], &["宅电", "无"], &["籍贯", "浙江 永嘉"]]);
+        let g = grid(&[
+            &["信息员姓名 王五"],
+            &["手 机 13800000003"],
+            &["宅电", "无"],
+            &["籍贯", "浙江 永嘉"],
+        ]);
         let f = &extract(&g)[0];
         assert_eq!(get(f, Field::OfficerName), Some("王五"));
         assert_eq!(get(f, Field::OfficerMobile), Some("13800000003"));

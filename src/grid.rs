@@ -25,7 +25,13 @@ pub struct Cell {
 impl Cell {
     /// A cell spanning one row and one column.
     pub fn new(row: u32, col: u32, text: impl Into<String>) -> Self {
-        Self { row, col, rowspan: 1, colspan: 1, text: text.into() }
+        Self {
+            row,
+            col,
+            rowspan: 1,
+            colspan: 1,
+            text: text.into(),
+        }
     }
 
     /// The last row this cell covers.
@@ -50,7 +56,10 @@ pub struct Grid {
 
 impl Grid {
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), cells: Vec::new() }
+        Self {
+            name: name.into(),
+            cells: Vec::new(),
+        }
     }
 
     /// Adds a cell unless its text is blank (blank cells carry no
@@ -130,7 +139,12 @@ impl Default for ReadLimits {
 /// format yields the same text for the same form.
 pub fn clean_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for (i, line) in s.replace("\r\n", "\n").replace('\r', "\n").split('\n').enumerate() {
+    for (i, line) in s
+        .replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .split('\n')
+        .enumerate()
+    {
         if i > 0 {
             out.push('\n');
         }
@@ -158,7 +172,10 @@ mod tests {
 
     #[test]
     fn clean_text_folds_space_and_keeps_lines() {
-        assert_eq!(clean_text("  单 位\u{3000}\u{3000}x \r\n\r\n y  "), "单 位 x\n\ny");
+        assert_eq!(
+            clean_text("  单 位\u{3000}\u{3000}x \r\n\r\n y  "),
+            "单 位 x\n\ny"
+        );
     }
 
     #[test]

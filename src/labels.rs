@@ -53,35 +53,143 @@ pub enum Label {
 }
 
 const FIELD_WORDS: &[(Key, &[&str])] = &[
-    (Key::UnitName, &["单位", "单位名称", "填报单位", "报送单位", "单位全称", "工作单位", "所在单位"]),
-    (Key::Address, &["地址", "单位地址", "通讯地址", "通信地址", "详细地址", "办公地址"]),
-    (Key::UnitPhone, &["办公室电话", "单位电话", "办公室电话号码", "单位办公室电话"]),
+    (
+        Key::UnitName,
+        &[
+            "单位",
+            "单位名称",
+            "填报单位",
+            "报送单位",
+            "单位全称",
+            "工作单位",
+            "所在单位",
+        ],
+    ),
+    (
+        Key::Address,
+        &[
+            "地址",
+            "单位地址",
+            "通讯地址",
+            "通信地址",
+            "详细地址",
+            "办公地址",
+        ],
+    ),
+    (
+        Key::UnitPhone,
+        &["办公室电话", "单位电话", "办公室电话号码", "单位办公室电话"],
+    ),
     (Key::Fax, &["传真", "传真号码", "传真电话", "单位传真"]),
     (Key::Name, &["姓名", "名字"]),
-    (Key::Title, &["职务", "职务职称", "职称", "现任职务", "行政职务", "职务(职称)"]),
-    (Key::Duties, &["分管工作", "分管范围", "分管内容", "分管业务"]),
+    (
+        Key::Title,
+        &[
+            "职务",
+            "职务职称",
+            "职称",
+            "现任职务",
+            "行政职务",
+            "职务(职称)",
+        ],
+    ),
+    (
+        Key::Duties,
+        &["分管工作", "分管范围", "分管内容", "分管业务"],
+    ),
     (
         Key::OfficePhone,
-        &["办电", "办公电话", "电话", "联系电话", "固定电话", "座机", "办公电话号码", "单位电话号码"],
+        &[
+            "办电",
+            "办公电话",
+            "电话",
+            "联系电话",
+            "固定电话",
+            "座机",
+            "办公电话号码",
+            "单位电话号码",
+        ],
     ),
-    (Key::Mobile, &["手机", "手机号", "手机号码", "移动电话", "手提", "移动电话号码"]),
-    (Key::HomePhone, &["宅电", "住宅电话", "家庭电话", "宅电号码", "家庭号码", "住宅"]),
+    (
+        Key::Mobile,
+        &[
+            "手机",
+            "手机号",
+            "手机号码",
+            "移动电话",
+            "手提",
+            "移动电话号码",
+        ],
+    ),
+    (
+        Key::HomePhone,
+        &[
+            "宅电",
+            "住宅电话",
+            "家庭电话",
+            "宅电号码",
+            "家庭号码",
+            "住宅",
+        ],
+    ),
     (
         Key::GovNet,
-        &["机关网", "机关网号码", "机关网电话", "机关短号", "虚拟网", "短号", "机关网短号", "内网电话"],
+        &[
+            "机关网",
+            "机关网号码",
+            "机关网电话",
+            "机关短号",
+            "虚拟网",
+            "短号",
+            "机关网短号",
+            "内网电话",
+        ],
     ),
     (
         Key::Email,
-        &["e-mail", "email", "e_mail", "电子邮箱", "邮箱", "电子邮件", "e-mail地址", "邮件", "mail", "电子信箱", "邮箱地址"],
+        &[
+            "e-mail",
+            "email",
+            "e_mail",
+            "电子邮箱",
+            "邮箱",
+            "电子邮件",
+            "e-mail地址",
+            "邮件",
+            "mail",
+            "电子信箱",
+            "邮箱地址",
+        ],
     ),
     (Key::Qq, &["qq", "qq号码", "qq号", "qq号码(选填)"]),
     (Key::Gender, &["性别"]),
-    (Key::Birth, &["出生年月", "出生日期", "出生年月日", "生日", "出生时间", "出生年份"]),
+    (
+        Key::Birth,
+        &[
+            "出生年月",
+            "出生日期",
+            "出生年月日",
+            "生日",
+            "出生时间",
+            "出生年份",
+        ],
+    ),
     (Key::NativePlace, &["籍贯", "出生地"]),
-    (Key::Party, &["是否党员", "政治面貌", "是否中共党员", "党派"]),
+    (
+        Key::Party,
+        &["是否党员", "政治面貌", "是否中共党员", "党派"],
+    ),
     (
         Key::Resume,
-        &["个人简历", "信息员个人简历", "简历", "工作简历", "信息员简历", "主要简历", "个人履历"],
+        &[
+            "个人简历",
+            "信息员个人简历",
+            "简历",
+            "工作简历",
+            "信息员简历",
+            "主要简历",
+            "个人履历",
+        ],
     ),
 ];
 
@@ -94,11 +202,37 @@ const LEADER_WORDS: &[&str] = &[
     "分管领导信息",
     "信息分管领导",
 ];
-const OFFICER_WORDS: &[&str] = &["信息员", "政务信息员", "信息联络员", "联络员", "信息工作人员"];
-const CONTEXT_WORDS: &[&str] =
-    &["联系方式", "联系电话方式", "通讯方式", "项目", "类别", "人员", "序号", "身份", "人员类别"];
-const OTHER_FRAGMENTS: &[&str] =
-    &["意见", "盖章", "备注", "填表", "审核", "签字", "签名", "说明", "附件", "年月日", "注:"];
+const OFFICER_WORDS: &[&str] = &[
+    "信息员",
+    "政务信息员",
+    "信息联络员",
+    "联络员",
+    "信息工作人员",
+];
+const CONTEXT_WORDS: &[&str] = &[
+    "联系方式",
+    "联系电话方式",
+    "通讯方式",
+    "项目",
+    "类别",
+    "人员",
+    "序号",
+    "身份",
+    "人员类别",
+];
+const OTHER_FRAGMENTS: &[&str] = &[
+    "意见",
+    "盖章",
+    "备注",
+    "填表",
+    "审核",
+    "签字",
+    "签名",
+    "说明",
+    "附件",
+    "年月日",
+    "注:",
+];
 
 /// Normalises label text: full-width to ASCII (NFKC), lower case, no white
 /// space, no `*` marks, no trailing colon, no trailing `(…)` remark.
@@ -123,7 +257,9 @@ pub fn classify(text: &str) -> Option<Label> {
     classify_normalized(&norm).or_else(|| {
         // A trailing remark: 手机(必填), 出生年月(1980.01).
         let (head, _) = norm.split_once(['(', '（', '['])?;
-        (!head.is_empty()).then(|| classify_normalized(head)).flatten()
+        (!head.is_empty())
+            .then(|| classify_normalized(head))
+            .flatten()
     })
 }
 
@@ -131,13 +267,25 @@ fn classify_normalized(norm: &str) -> Option<Label> {
     if let Some((key, _)) = FIELD_WORDS.iter().find(|(_, words)| words.contains(&norm)) {
         return Some(Label::Field(*key));
     }
-    for (section, words) in [(Section::Leader, LEADER_WORDS), (Section::Officer, OFFICER_WORDS)] {
+    for (section, words) in [
+        (Section::Leader, LEADER_WORDS),
+        (Section::Officer, OFFICER_WORDS),
+    ] {
         for w in words {
             if norm == *w {
-                return Some(Label::Anchor { section, named: false });
+                return Some(Label::Anchor {
+                    section,
+                    named: false,
+                });
             }
-            if norm.strip_prefix(w).is_some_and(|rest| rest == "姓名" || rest == "名字") {
-                return Some(Label::Anchor { section, named: true });
+            if norm
+                .strip_prefix(w)
+                .is_some_and(|rest| rest == "姓名" || rest == "名字")
+            {
+                return Some(Label::Anchor {
+                    section,
+                    named: true,
+                });
             }
         }
     }
@@ -199,30 +347,58 @@ mod tests {
         assert_eq!(classify("QQ 号码"), Some(Label::Field(Key::Qq)));
         assert_eq!(classify("联 系 方 式"), Some(Label::Context));
         assert_eq!(classify("手机（必填）"), Some(Label::Field(Key::Mobile)));
-        assert_eq!(classify("信息员\n个人简历"), Some(Label::Field(Key::Resume)));
+        assert_eq!(
+            classify("信息员\n个人简历"),
+            Some(Label::Field(Key::Resume))
+        );
         assert_eq!(
             classify("分管领导姓名"),
-            Some(Label::Anchor { section: Section::Leader, named: true })
+            Some(Label::Anchor {
+                section: Section::Leader,
+                named: true
+            })
         );
         assert_eq!(
             classify("信息员："),
-            Some(Label::Anchor { section: Section::Officer, named: false })
+            Some(Label::Anchor {
+                section: Section::Officer,
+                named: false
+            })
         );
-        assert_eq!(classify("分管政务信息领导及信息员登记表"), Some(Label::Title));
+        assert_eq!(
+            classify("分管政务信息领导及信息员登记表"),
+            Some(Label::Title)
+        );
         assert_eq!(classify("单位主要\n领导意见"), Some(Label::Other));
     }
 
     #[test]
     fn values_are_not_labels() {
-        for v in ["张三", "男", "党员", "群众", "浙江 永嘉", "13805771234", "党政办科员", "是", "办公室、文秘、信息"] {
+        for v in [
+            "张三",
+            "男",
+            "党员",
+            "群众",
+            "浙江 永嘉",
+            "13805771234",
+            "党政办科员",
+            "是",
+            "办公室、文秘、信息",
+        ] {
             assert_eq!(classify(v), None, "{v}");
         }
     }
 
     #[test]
     fn sections_decide_fields() {
-        assert_eq!(field_for(Key::Mobile, Section::Leader), Some(Field::LeaderMobile));
-        assert_eq!(field_for(Key::OfficePhone, Section::Unit), Some(Field::UnitOfficePhone));
+        assert_eq!(
+            field_for(Key::Mobile, Section::Leader),
+            Some(Field::LeaderMobile)
+        );
+        assert_eq!(
+            field_for(Key::OfficePhone, Section::Unit),
+            Some(Field::UnitOfficePhone)
+        );
         assert_eq!(field_for(Key::Gender, Section::Leader), None);
         assert_eq!(field_for(Key::Name, Section::Unit), None);
     }

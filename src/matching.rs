@@ -90,7 +90,10 @@ impl Matcher {
                 }
             }
         }
-        Self { keys, units: roster.units.clone() }
+        Self {
+            keys,
+            units: roster.units.clone(),
+        }
     }
 
     /// The unit a written name stands for, with a confidence, if exactly one
@@ -175,7 +178,10 @@ impl Matcher {
                     ),
                 ),
                 (Some((unit, confidence)), _) => found(unit, "form", confidence),
-                (None, _) => none(Code::UnknownUnit, format!("登记表填写的单位“{written}”不在单位名单中")),
+                (None, _) => none(
+                    Code::UnknownUnit,
+                    format!("登记表填写的单位“{written}”不在单位名单中"),
+                ),
             };
         }
         if let Some(sender) = ctx.sender {
@@ -187,7 +193,10 @@ impl Matcher {
         if let Some(unit) = ctx.filename.and_then(|s| self.in_text(s)) {
             return found(unit, "filename", 0.6);
         }
-        none(Code::UnknownUnit, "登记表未填写单位，且无法从发件人、主题或文件名判断所属单位".into())
+        none(
+            Code::UnknownUnit,
+            "登记表未填写单位，且无法从发件人、主题或文件名判断所属单位".into(),
+        )
     }
 }
 
@@ -205,7 +214,12 @@ mod tests {
         };
         Roster {
             units: vec![
-                unit("oubei", "瓯北街道办事处", &["瓯北街道", "瓯北镇"], &["obj@yj.gov.cn"]),
+                unit(
+                    "oubei",
+                    "瓯北街道办事处",
+                    &["瓯北街道", "瓯北镇"],
+                    &["obj@yj.gov.cn"],
+                ),
                 unit("qiaotou", "桥头镇人民政府", &["桥头镇"], &[]),
                 unit("jyj", "永嘉县教育局", &["县教育局", "教育局"], &[]),
                 unit("xfb", "永嘉县人民政府办公室", &["县府办", "县政府办"], &[]),
@@ -227,7 +241,11 @@ mod tests {
             ("县政府办公室", "xfb"),
             ("瓯北街道党政办", "oubei"),
         ] {
-            assert_eq!(m.by_name(written).map(|(u, _)| u.id.as_str()), Some(id), "{written}");
+            assert_eq!(
+                m.by_name(written).map(|(u, _)| u.id.as_str()),
+                Some(id),
+                "{written}"
+            );
         }
         assert!(m.by_name("永嘉县烟草专卖局").is_none());
     }
@@ -236,7 +254,10 @@ mod tests {
     fn conflict_and_unknown_give_no_match() {
         let r = roster();
         let m = Matcher::new(&r);
-        let ctx = Context { sender: r.get("tyj"), ..Context::default() };
+        let ctx = Context {
+            sender: r.get("tyj"),
+            ..Context::default()
+        };
         let out = m.decide(Some("县教育局"), ctx);
         assert!(out.unit_match.is_none());
         assert_eq!(out.problem.map(|p| p.code), Some(Code::UnitConflict));
@@ -248,11 +269,32 @@ mod tests {
     fn fallbacks_sender_subject_filename() {
         let r = roster();
         let m = Matcher::new(&r);
-        let out = m.decide(None, Context { sender: r.get("tyj"), ..Context::default() });
+        let out = m.decide(
+            None,
+            Context {
+                sender: r.get("tyj"),
+                ..Context::default()
+            },
+        );
         assert_eq!(out.unit_match.map(|u| u.by), Some("sender"));
-        let out = m.decide(None, Context { subject: Some("桥头镇登记表"), ..Context::default() });
-        assert_eq!(out.unit_match.map(|u| u.unit_id), Some("qiaotou".to_string()));
-        let two = m.decide(None, Context { subject: Some("桥头镇、瓯北街道登记表"), ..Context::default() });
+        let out = m.decide(
+            None,
+            Context {
+                subject: Some("桥头镇登记表"),
+                ..Context::default()
+            },
+        );
+        assert_eq!(
+            out.unit_match.map(|u| u.unit_id),
+            Some("qiaotou".to_string())
+        );
+        let two = m.decide(
+            None,
+            Context {
+                subject: Some("桥头镇、瓯北街道登记表"),
+                ..Context::default()
+            },
+        );
         assert!(two.unit_match.is_none());
     }
 }

@@ -55,7 +55,9 @@ pub fn normalize(field: Field, raw: &str) -> Normalized {
             None => Normalized::Invalid(text(raw.to_string()), Code::InvalidBirth),
         },
         Kind::Gender => gender(raw).map_or(Normalized::Empty, |g| Normalized::Ok(text(g.into()))),
-        Kind::PartyMember => party(raw).map_or(Normalized::Empty, |b| Normalized::Ok(Value::Bool(b))),
+        Kind::PartyMember => {
+            party(raw).map_or(Normalized::Empty, |b| Normalized::Ok(Value::Bool(b)))
+        }
     }
 }
 
@@ -86,7 +88,11 @@ pub fn check(
                 values.insert(field, v);
             }
             Normalized::Invalid(v, code) => {
-                problems.push(Problem::new(Some(field), code, invalid_message(field, code, text.trim())));
+                problems.push(Problem::new(
+                    Some(field),
+                    code,
+                    invalid_message(field, code, text.trim()),
+                ));
                 values.insert(field, v);
             }
             Normalized::Empty => {}
@@ -140,9 +146,19 @@ fn ascii_fold(s: &str) -> String {
 fn mobile(raw: &str) -> Option<String> {
     let s = ascii_fold(raw);
     let s = s.trim();
-    let s = s.strip_prefix("+86").or_else(|| s.strip_prefix("(86)")).unwrap_or(s);
-    let digits: String = s.chars().filter(|c| !matches!(c, ' ' | '-' | '.')).collect();
-    let digits = if digits.len() == 13 && digits.starts_with("86") { &digits[2..] } else { &digits[..] };
+    let s = s
+        .strip_prefix("+86")
+        .or_else(|| s.strip_prefix("(86)"))
+        .unwrap_or(s);
+    let digits: String = s
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.'))
+        .collect();
+    let digits = if digits.len() == 13 && digits.starts_with("86") {
+        &digits[2..]
+    } else {
+        &digits[..]
+    };
     (digits.len() == 11 && digits.starts_with('1') && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.to_string())
 }
@@ -152,8 +168,13 @@ fn mobile(raw: &str) -> Option<String> {
 fn phone(raw: &str) -> Option<String> {
     let s = ascii_fold(raw);
     // Several numbers: the first one is the number to call.
-    let first = s.split(['/', '、', ',', ';', '，', '；']).map(str::trim).find(|p| !p.is_empty())?;
-    let s = first.replace("转", "-").replace(['(', ')', '（', '）'], "-");
+    let first = s
+        .split(['/', '、', ',', ';', '，', '；'])
+        .map(str::trim)
+        .find(|p| !p.is_empty())?;
+    let s = first
+        .replace("转", "-")
+        .replace(['(', ')', '（', '）'], "-");
     let groups: Vec<&str> = s
         .split(|c: char| !c.is_ascii_digit())
         .filter(|g| !g.is_empty())
@@ -165,14 +186,19 @@ fn phone(raw: &str) -> Option<String> {
     // One run of digits with the area code in front: 057767222322.
     if groups.len() == 1 && groups[0].starts_with('0') && (10..=12).contains(&groups[0].len()) {
         let g = groups.remove(0);
-        let cut = if g.starts_with("01") || g.starts_with("02") { 3 } else { 4 };
+        let cut = if g.starts_with("01") || g.starts_with("02") {
+            3
+        } else {
+            4
+        };
         groups = vec![g[..cut].to_string(), g[cut..].to_string()];
     }
-    let (area, rest) = if groups[0].starts_with('0') && (3..=4).contains(&groups[0].len()) && groups.len() > 1 {
-        (Some(groups[0].clone()), &groups[1..])
-    } else {
-        (None, &groups[..])
-    };
+    let (area, rest) =
+        if groups[0].starts_with('0') && (3..=4).contains(&groups[0].len()) && groups.len() > 1 {
+            (Some(groups[0].clone()), &groups[1..])
+        } else {
+            (None, &groups[..])
+        };
     let number = rest.first()?;
     let mobile_like = number.len() == 11 && number.starts_with('1');
     if !(5..=8).contains(&number.len()) && !mobile_like {
@@ -200,21 +226,29 @@ fn digits_only(raw: &str, min: usize, max: usize) -> Option<String> {
     let s = s.trim();
     let s = s.strip_suffix(".0").unwrap_or(s);
     let digits: String = s.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    (digits.bytes().all(|b| b.is_ascii_digit()) && (min..=max).contains(&digits.len())).then_some(digits)
+    (digits.bytes().all(|b| b.is_ascii_digit()) && (min..=max).contains(&digits.len()))
+        .then_some(digits)
 }
 
 fn email(raw: &str) -> Option<String> {
     let s = ascii_fold(raw).replace('。', ".").to_lowercase();
-    let s = s.trim().trim_start_matches("mailto:").trim_matches(|c: char| c == '<' || c == '>' || c.is_whitespace());
+    let s = s
+        .trim()
+        .trim_start_matches("mailto:")
+        .trim_matches(|c: char| c == '<' || c == '>' || c.is_whitespace());
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     let (local, domain) = s.split_once('@')?;
     let ok_local = !local.is_empty()
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c));
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._%+-".contains(c));
     let ok_domain = domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !domain.contains("..")
-        && domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
     (ok_local && ok_domain).then_some(s)
 }
 
@@ -222,7 +256,10 @@ fn email(raw: &str) -> Option<String> {
 /// spreadsheet date rendered `1975-03-01`.
 fn birth(raw: &str) -> Option<String> {
     let s = ascii_fold(raw);
-    let groups: Vec<&str> = s.split(|c: char| !c.is_ascii_digit()).filter(|g| !g.is_empty()).collect();
+    let groups: Vec<&str> = s
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
     let (year, month) = match groups.as_slice() {
         [one] if one.len() == 6 || one.len() == 8 => (&one[..4], &one[4..6]),
         [y, m, ..] if y.len() == 4 && (1..=2).contains(&m.len()) => (*y, *m),
@@ -241,7 +278,11 @@ fn finish(year: &str, month: &str) -> Option<String> {
 }
 
 fn gender(raw: &str) -> Option<&'static str> {
-    let s: String = ascii_fold(raw).chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase();
+    let s: String = ascii_fold(raw)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
     match s.as_str() {
         "男" | "男性" | "m" | "male" => Some("男"),
         "女" | "女性" | "f" | "female" => Some("女"),
@@ -250,10 +291,38 @@ fn gender(raw: &str) -> Option<&'static str> {
 }
 
 fn party(raw: &str) -> Option<bool> {
-    let s: String = ascii_fold(raw).chars().filter(|c| !c.is_whitespace()).collect();
-    const NO: &[&str] = &["否", "不是", "群众", "团员", "共青团员", "非党员", "无党派", "无党派人士", "民主党派", "无", "不"];
-    const YES: &[&str] = &["是", "中共党员", "党员", "预备党员", "共产党员", "中国共产党党员", "中共预备党员", "中共"];
-    if NO.contains(&s.as_str()) || s.starts_with("民革") || s.starts_with("民盟") || s.starts_with("九三") {
+    let s: String = ascii_fold(raw)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    const NO: &[&str] = &[
+        "否",
+        "不是",
+        "群众",
+        "团员",
+        "共青团员",
+        "非党员",
+        "无党派",
+        "无党派人士",
+        "民主党派",
+        "无",
+        "不",
+    ];
+    const YES: &[&str] = &[
+        "是",
+        "中共党员",
+        "党员",
+        "预备党员",
+        "共产党员",
+        "中国共产党党员",
+        "中共预备党员",
+        "中共",
+    ];
+    if NO.contains(&s.as_str())
+        || s.starts_with("民革")
+        || s.starts_with("民盟")
+        || s.starts_with("九三")
+    {
         Some(false)
     } else if YES.contains(&s.as_str()) {
         Some(true)
@@ -275,21 +344,42 @@ mod tests {
 
     #[test]
     fn mobiles() {
-        assert_eq!(ok(Field::OfficerMobile, "１３７５７７３２７７３"), "13757732773");
+        assert_eq!(
+            ok(Field::OfficerMobile, "１３７５７７３２７７３"),
+            "13757732773"
+        );
         assert_eq!(ok(Field::OfficerMobile, "+86 138-0577-1234"), "13805771234");
         assert_eq!(ok(Field::OfficerMobile, "138 0577 0899"), "13805770899");
-        assert!(matches!(normalize(Field::OfficerMobile, "1380577123"), Normalized::Invalid(_, Code::InvalidMobile)));
+        assert!(matches!(
+            normalize(Field::OfficerMobile, "1380577123"),
+            Normalized::Invalid(_, Code::InvalidMobile)
+        ));
     }
 
     #[test]
     fn phones() {
         assert_eq!(ok(Field::UnitOfficePhone, "67666336-802"), "67666336-802");
         assert_eq!(ok(Field::UnitFax, "(0577)67281536"), "0577-67281536");
-        assert_eq!(ok(Field::LeaderOfficePhone, "0577－67070457"), "0577-67070457");
-        assert_eq!(ok(Field::LeaderOfficePhone, "（0577）67271316"), "0577-67271316");
-        assert_eq!(ok(Field::LeaderOfficePhone, "057767222322"), "0577-67222322");
-        assert_eq!(ok(Field::LeaderOfficePhone, "67222322转801"), "67222322-801");
-        assert!(matches!(normalize(Field::UnitFax, "同上"), Normalized::Invalid(_, Code::InvalidPhone)));
+        assert_eq!(
+            ok(Field::LeaderOfficePhone, "0577－67070457"),
+            "0577-67070457"
+        );
+        assert_eq!(
+            ok(Field::LeaderOfficePhone, "（0577）67271316"),
+            "0577-67271316"
+        );
+        assert_eq!(
+            ok(Field::LeaderOfficePhone, "057767222322"),
+            "0577-67222322"
+        );
+        assert_eq!(
+            ok(Field::LeaderOfficePhone, "67222322转801"),
+            "67222322-801"
+        );
+        assert!(matches!(
+            normalize(Field::UnitFax, "同上"),
+            Normalized::Invalid(_, Code::InvalidPhone)
+        ));
     }
 
     #[test]
@@ -304,17 +394,32 @@ mod tests {
         ] {
             assert_eq!(ok(Field::OfficerBirth, raw), want);
         }
-        assert!(matches!(normalize(Field::OfficerBirth, "不详"), Normalized::Invalid(_, Code::InvalidBirth)));
+        assert!(matches!(
+            normalize(Field::OfficerBirth, "不详"),
+            Normalized::Invalid(_, Code::InvalidBirth)
+        ));
     }
 
     #[test]
     fn names_emails_and_flags() {
         assert_eq!(ok(Field::OfficerName, "张  三"), "张三");
         assert_eq!(ok(Field::OfficerNativePlace, "浙江 永嘉"), "浙江永嘉");
-        assert_eq!(ok(Field::OfficerEmail, " HuangWJ＠163．com "), "huangwj@163.com");
-        assert_eq!(normalize(Field::OfficerPartyMember, "共青团员"), Normalized::Ok(Value::Bool(false)));
-        assert_eq!(normalize(Field::OfficerPartyMember, "中共党员"), Normalized::Ok(Value::Bool(true)));
-        assert_eq!(normalize(Field::OfficerGender, " 男 "), Normalized::Ok(Value::Text("男".into())));
+        assert_eq!(
+            ok(Field::OfficerEmail, " HuangWJ＠163．com "),
+            "huangwj@163.com"
+        );
+        assert_eq!(
+            normalize(Field::OfficerPartyMember, "共青团员"),
+            Normalized::Ok(Value::Bool(false))
+        );
+        assert_eq!(
+            normalize(Field::OfficerPartyMember, "中共党员"),
+            Normalized::Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            normalize(Field::OfficerGender, " 男 "),
+            Normalized::Ok(Value::Text("男".into()))
+        );
         assert_eq!(ok(Field::OfficerQq, "840465842"), "840465842");
     }
 }

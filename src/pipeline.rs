@@ -47,7 +47,11 @@ pub struct AttachmentLimits {
 
 impl Default for AttachmentLimits {
     fn default() -> Self {
-        Self { max_bytes: 30 * 1024 * 1024, max_count: 100, max_depth: 3 }
+        Self {
+            max_bytes: 30 * 1024 * 1024,
+            max_count: 100,
+            max_depth: 3,
+        }
     }
 }
 
@@ -88,16 +92,32 @@ struct Walk {
 }
 
 impl Pipeline {
-    pub fn new(roster: Option<Roster>, required: Vec<Field>, isolation: Isolation, limits: Limits) -> Self {
+    pub fn new(
+        roster: Option<Roster>,
+        required: Vec<Field>,
+        isolation: Isolation,
+        limits: Limits,
+    ) -> Self {
         let matcher = roster.as_ref().map(Matcher::new);
-        Self { roster, matcher, required, isolation, limits }
+        Self {
+            roster,
+            matcher,
+            required,
+            isolation,
+            limits,
+        }
     }
 
     /// Parses one input: an RFC 5322 message or a bare attachment.
     pub fn parse(&self, input: &str, bytes: &[u8]) -> ParseReport {
-        let name = std::path::Path::new(input).file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = std::path::Path::new(input)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
         let is_message = sniff::sniff(bytes, name.as_deref()) == Format::Message
-            || name.as_deref().and_then(sniff::extension).is_some_and(|e| e == "eml");
+            || name
+                .as_deref()
+                .and_then(sniff::extension)
+                .is_some_and(|e| e == "eml");
         if is_message {
             self.parse_message(input, bytes)
         } else {
@@ -108,12 +128,29 @@ impl Pipeline {
     }
 
     fn parse_message(&self, input: &str, raw: &[u8]) -> ParseReport {
-        let msg_limits = MessageLimits { max_parts: self.limits.attachment.max_count.max(1) * 2, ..MessageLimits::default() };
+        let msg_limits = MessageLimits {
+            max_parts: self.limits.attachment.max_count.max(1) * 2,
+            ..MessageLimits::default()
+        };
         let parsed = message::parse(raw, &msg_limits);
         let mut walk = Walk::default();
+        // A limit that cut the message's walk short: say so, as an unread part.
+        for warning in &parsed.warnings {
+            walk.problems.push(Problem::new(
+                None,
+                Code::UnreadableAttachment,
+                warning.clone(),
+            ));
+        }
         if parsed.kind == MessageKind::Submission {
             for part in &parsed.parts {
-                self.file(&mut walk, part.filename.clone(), Some(part.content_type.clone()), &part.bytes, 0);
+                self.file(
+                    &mut walk,
+                    part.filename.clone(),
+                    Some(part.content_type.clone()),
+                    &part.bytes,
+                    0,
+                );
             }
             self.bodies(&mut walk, &parsed.bodies);
         }
@@ -136,14 +173,25 @@ impl Pipeline {
             for form in forms {
                 let duplicate = walk.found.iter().any(|f| same_people(&f.form, &form));
                 if !duplicate {
-                    walk.found.push(Found { source: "body".into(), filename: None, form });
+                    walk.found.push(Found {
+                        source: "body".into(),
+                        filename: None,
+                        form,
+                    });
                 }
             }
         }
     }
 
     /// Reads one file leaf (recursing into archives and attached messages).
-    fn file(&self, walk: &mut Walk, filename: Option<String>, content_type: Option<String>, bytes: &[u8], depth: usize) {
+    fn file(
+        &self,
+        walk: &mut Walk,
+        filename: Option<String>,
+        content_type: Option<String>,
+        bytes: &[u8],
+        depth: usize,
+    ) {
         let limits = &self.limits.attachment;
         let shown = filename.clone().unwrap_or_else(|| "（未命名附件）".into());
         let format = sniff::sniff(bytes, filename.as_deref());
@@ -171,12 +219,17 @@ impl Pipeline {
             return;
         }
         if bytes.len() > limits.max_bytes {
-            let err = ReadError::TooLarge(format!("附件 {} 字节，超过上限 {} 字节", bytes.len(), limits.max_bytes));
+            let err = ReadError::TooLarge(format!(
+                "附件 {} 字节，超过上限 {} 字节",
+                bytes.len(),
+                limits.max_bytes
+            ));
             return self.unreadable(walk, att, &shown, &err);
         }
         match format {
             Format::Zip | Format::Message if depth >= limits.max_depth => {
-                let err = ReadError::TooLarge(format!("压缩包或邮件嵌套超过 {} 层", limits.max_depth));
+                let err =
+                    ReadError::TooLarge(format!("压缩包或邮件嵌套超过 {} 层", limits.max_depth));
                 self.unreadable(walk, att, &shown, &err);
             }
             Format::Zip => self.zip(walk, att, &shown, bytes, depth),
@@ -184,10 +237,23 @@ impl Pipeline {
                 let index = walk.attachments.len();
                 walk.attachments.push(att);
                 let inner = message::parse(bytes, &MessageLimits::default());
+                for warning in &inner.warnings {
+                    walk.problems.push(Problem::new(
+                        None,
+                        Code::UnreadableAttachment,
+                        warning.clone(),
+                    ));
+                }
                 let before = walk.found.len();
                 if inner.kind == MessageKind::Submission {
                     for part in &inner.parts {
-                        self.file(walk, part.filename.clone(), Some(part.content_type.clone()), &part.bytes, depth + 1);
+                        self.file(
+                            walk,
+                            part.filename.clone(),
+                            Some(part.content_type.clone()),
+                            &part.bytes,
+                            depth + 1,
+                        );
                     }
                     self.bodies(walk, &inner.bodies);
                 }
@@ -244,7 +310,13 @@ impl Pipeline {
         walk.attachments.push(att);
     }
 
-    fn extracted(&self, walk: &mut Walk, mut att: Attachment, filename: Option<String>, extracted: Extracted) {
+    fn extracted(
+        &self,
+        walk: &mut Walk,
+        mut att: Attachment,
+        filename: Option<String>,
+        extracted: Extracted,
+    ) {
         att.meta = extracted.meta.clone();
         let shown = filename.clone().unwrap_or_else(|| "（未命名附件）".into());
         if extracted.scanned {
@@ -263,14 +335,27 @@ impl Pipeline {
             att.outcome = Outcome::Parsed;
         }
         for form in forms {
-            walk.found.push(Found { source: shown.clone(), filename: filename.clone(), form });
+            walk.found.push(Found {
+                source: shown.clone(),
+                filename: filename.clone(),
+                form,
+            });
         }
         walk.attachments.push(att);
     }
 
     /// Checks, matches and assembles the report.
-    fn finish(&self, input: &str, envelope: Option<Envelope>, kind: MessageKind, mut walk: Walk) -> ParseReport {
-        let sender = match (&self.roster, envelope.as_ref().and_then(|e| e.from.as_deref())) {
+    fn finish(
+        &self,
+        input: &str,
+        envelope: Option<Envelope>,
+        kind: MessageKind,
+        mut walk: Walk,
+    ) -> ParseReport {
+        let sender = match (
+            &self.roster,
+            envelope.as_ref().and_then(|e| e.from.as_deref()),
+        ) {
             (Some(r), Some(from)) => r.by_email(from),
             _ => None,
         };
@@ -293,18 +378,29 @@ impl Pipeline {
                 outcome.unit_match
             });
             problems.extend(reg_problems);
-            registrations.push(Registration { source: found.source, values, unit_match });
+            registrations.push(Registration {
+                source: found.source,
+                values,
+                unit_match,
+            });
         }
         if registrations.is_empty() {
             let why = match kind {
                 MessageKind::Bounce => "这是一封退信，其中没有登记表",
                 MessageKind::AutoReply => "这是一封自动回复邮件，其中没有登记表",
-                MessageKind::Submission if walk.scanned => "邮件中只有扫描件或图片，未能自动读取到登记表",
+                MessageKind::Submission if walk.scanned => {
+                    "邮件中只有扫描件或图片，未能自动读取到登记表"
+                }
                 MessageKind::Submission => "邮件正文和附件中均未找到登记表",
             };
             problems.push(Problem::new(None, Code::NoRegistrationFound, why));
         }
-        let review_codes = [Code::MissingField, Code::UnknownUnit, Code::UnitConflict, Code::NoRegistrationFound];
+        let review_codes = [
+            Code::MissingField,
+            Code::UnknownUnit,
+            Code::UnitConflict,
+            Code::NoRegistrationFound,
+        ];
         let needs_review = registrations.is_empty()
             || (self.roster.is_some() && registrations.iter().any(|r| r.unit_match.is_none()))
             || problems.iter().any(|p| review_codes.contains(&p.code));
@@ -312,7 +408,10 @@ impl Pipeline {
             input: input.to_string(),
             message: envelope,
             kind,
-            sender_unit: sender.map(|u| SenderUnit { unit_id: u.id.clone(), unit_name: u.name.clone() }),
+            sender_unit: sender.map(|u| SenderUnit {
+                unit_id: u.id.clone(),
+                unit_name: u.name.clone(),
+            }),
             attachments: walk.attachments,
             registrations,
             needs_review,
@@ -325,7 +424,8 @@ impl Pipeline {
 /// of unit-only fragments (a `填报单位：X` line above a table) filled in.
 fn forms_of(extracted: &Extracted) -> Vec<RawForm> {
     let all: Vec<RawForm> = extracted.grids.iter().flat_map(form::extract).collect();
-    let (mut people, unit_only): (Vec<RawForm>, Vec<RawForm>) = all.into_iter().partition(RawForm::has_person);
+    let (mut people, unit_only): (Vec<RawForm>, Vec<RawForm>) =
+        all.into_iter().partition(RawForm::has_person);
     for p in &mut people {
         for u in &unit_only {
             p.fill_unit_from(u);
@@ -351,8 +451,12 @@ fn is_subset(a: &RawForm, b: &RawForm) -> bool {
 fn same_people(a: &RawForm, b: &RawForm) -> bool {
     let key = |f: &RawForm| {
         (
-            f.values.get(&Field::LeaderName).map(|s| normalize::squeeze_cjk(s)),
-            f.values.get(&Field::OfficerName).map(|s| normalize::squeeze_cjk(s)),
+            f.values
+                .get(&Field::LeaderName)
+                .map(|s| normalize::squeeze_cjk(s)),
+            f.values
+                .get(&Field::OfficerName)
+                .map(|s| normalize::squeeze_cjk(s)),
         )
     };
     let (ka, kb) = (key(a), key(b));
@@ -364,8 +468,16 @@ fn same_people(a: &RawForm, b: &RawForm) -> bool {
 fn dedupe(found: Vec<Found>) -> Vec<Found> {
     let mut kept: Vec<Found> = Vec::new();
     for f in found {
-        let unit = |x: &Found| x.form.values.get(&Field::UnitName).map(|s| crate::matching::canonical(s));
-        if kept.iter().any(|k| same_people(&k.form, &f.form) && unit(k) == unit(&f)) {
+        let unit = |x: &Found| {
+            x.form
+                .values
+                .get(&Field::UnitName)
+                .map(|s| crate::matching::canonical(s))
+        };
+        if kept
+            .iter()
+            .any(|k| same_people(&k.form, &f.form) && unit(k) == unit(&f))
+        {
             continue;
         }
         kept.push(f);

@@ -50,7 +50,11 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(field: Option<Field>, code: Code, message: impl Into<String>) -> Self {
-        Self { field, code, message: message.into() }
+        Self {
+            field,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -125,19 +125,24 @@ impl ParseReport {
                 a.format,
                 a.size,
                 a.outcome.zh(),
-                a.detail.as_deref().map(|d| format!("：{d}")).unwrap_or_default()
+                a.detail
+                    .as_deref()
+                    .map(|d| format!("：{d}"))
+                    .unwrap_or_default()
             );
         }
         for (i, r) in self.registrations.iter().enumerate() {
-            let unit = r
-                .unit_match
-                .as_ref()
-                .map_or_else(|| "（未能确定单位）".to_string(), |m| format!("{}（{}）", m.unit_name, m.unit_id));
+            let unit = r.unit_match.as_ref().map_or_else(
+                || "（未能确定单位）".to_string(),
+                |m| format!("{}（{}）", m.unit_name, m.unit_id),
+            );
             let _ = writeln!(out, "登记表 {}（来源：{}）→ {}", i + 1, r.source, unit);
             for field in Field::ALL {
                 let value = match r.values.get(&field) {
                     Some(crate::registration::Value::Text(s)) => s.replace('\n', " / "),
-                    Some(crate::registration::Value::Bool(b)) => if *b { "是" } else { "否" }.to_string(),
+                    Some(crate::registration::Value::Bool(b)) => {
+                        if *b { "是" } else { "否" }.to_string()
+                    }
                     None => continue,
                 };
                 let _ = writeln!(out, "    {}：{}", field.label_zh(), value);
@@ -146,7 +151,96 @@ impl ParseReport {
         for p in &self.problems {
             let _ = writeln!(out, "问题：{}", p.message);
         }
-        let _ = writeln!(out, "需要人工处理：{}", if self.needs_review { "是" } else { "否" });
+        let _ = writeln!(
+            out,
+            "需要人工处理：{}",
+            if self.needs_review { "是" } else { "否" }
+        );
         out
     }
+}
+
+/// One line per input, for a batch of files: who registered, and what
+/// needs a person.
+pub fn summary_table(reports: &[ParseReport]) -> String {
+    let header = [
+        "文件",
+        "单位",
+        "分管领导",
+        "信息员",
+        "信息员手机",
+        "人工处理",
+        "问题",
+    ]
+    .map(String::from);
+    let mut rows = vec![header.to_vec()];
+    for r in reports {
+        let file = std::path::Path::new(&r.input)
+            .file_name()
+            .map_or_else(|| r.input.clone(), |n| n.to_string_lossy().into_owned());
+        let codes = {
+            let mut c: Vec<&str> = r.problems.iter().map(|p| p.code.as_str()).collect();
+            c.sort_unstable();
+            c.dedup();
+            c.join(",")
+        };
+        let review = if r.needs_review { "是" } else { "否" }.to_string();
+        if r.registrations.is_empty() {
+            rows.push(vec![
+                file,
+                "—".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                review,
+                codes,
+            ]);
+            continue;
+        }
+        for reg in &r.registrations {
+            let unit = reg.unit_match.as_ref().map_or_else(
+                || format!("？{}", reg.text(Field::UnitName).unwrap_or("")),
+                |m| m.unit_name.clone(),
+            );
+            let get = |f: Field| reg.text(f).unwrap_or("").to_string();
+            rows.push(vec![
+                file.clone(),
+                unit,
+                get(Field::LeaderName),
+                get(Field::OfficerName),
+                get(Field::OfficerMobile),
+                review.clone(),
+                codes.clone(),
+            ]);
+        }
+    }
+    render_table(&rows)
+}
+
+/// Aligns columns by display width (a CJK character is two columns wide).
+fn render_table(rows: &[Vec<String>]) -> String {
+    use unicode_width::UnicodeWidthStr;
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.width())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[c] - cell.width() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }

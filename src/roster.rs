@@ -36,19 +36,31 @@ pub enum RosterError {
     #[error("名单文件 {path} 缺少表头列：{column}（应为 id,name,category,aliases,emails）")]
     MissingColumn { path: String, column: &'static str },
     #[error("名单文件 {path} 第 {line} 行有误：{reason}")]
-    BadRow { path: String, line: usize, reason: String },
+    BadRow {
+        path: String,
+        line: usize,
+        reason: String,
+    },
 }
 
 impl Roster {
     /// Loads a roster; XLSX by content, otherwise CSV.
     pub fn load(path: &Path) -> Result<Self, RosterError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|e| RosterError::Io { path: shown.clone(), reason: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| RosterError::Io {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
         let rows = if bytes.starts_with(b"PK\x03\x04") {
-            xlsx_rows(&bytes).map_err(|reason| RosterError::Io { path: shown.clone(), reason })?
+            xlsx_rows(&bytes).map_err(|reason| RosterError::Io {
+                path: shown.clone(),
+                reason,
+            })?
         } else {
-            csv_rows(&bytes).map_err(|reason| RosterError::Io { path: shown.clone(), reason })?
+            csv_rows(&bytes).map_err(|reason| RosterError::Io {
+                path: shown.clone(),
+                reason,
+            })?
         };
         Self::from_rows(&shown, rows)
     }
@@ -58,14 +70,23 @@ impl Roster {
     fn from_rows(path: &str, rows: Vec<(usize, Vec<String>)>) -> Result<Self, RosterError> {
         let mut iter = rows.into_iter();
         let Some((_, header)) = iter.next() else {
-            return Err(RosterError::MissingColumn { path: path.into(), column: "id" });
+            return Err(RosterError::MissingColumn {
+                path: path.into(),
+                column: "id",
+            });
         };
-        let header: Vec<String> = header.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+        let header: Vec<String> = header
+            .iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .collect();
         let col = |name: &'static str| {
             header
                 .iter()
                 .position(|h| h == name)
-                .ok_or(RosterError::MissingColumn { path: path.into(), column: name })
+                .ok_or(RosterError::MissingColumn {
+                    path: path.into(),
+                    column: name,
+                })
         };
         let (id_c, name_c) = (col("id")?, col("name")?);
         let category_c = col("category").ok();
@@ -74,11 +95,19 @@ impl Roster {
         let mut units = Vec::new();
         let mut ids = HashSet::new();
         for (line, row) in iter {
-            let get = |c: Option<usize>| c.and_then(|c| row.get(c)).map(|s| s.trim().to_string()).unwrap_or_default();
+            let get = |c: Option<usize>| {
+                c.and_then(|c| row.get(c))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default()
+            };
             if row.iter().all(|c| c.trim().is_empty()) {
                 continue;
             }
-            let bad = |reason: String| RosterError::BadRow { path: path.into(), line, reason };
+            let bad = |reason: String| RosterError::BadRow {
+                path: path.into(),
+                line,
+                reason,
+            };
             let id = get(Some(id_c));
             let name = get(Some(name_c));
             if id.is_empty() {
@@ -90,11 +119,20 @@ impl Roster {
             if !ids.insert(id.clone()) {
                 return Err(bad(format!("单位编号 {id} 重复")));
             }
-            let emails: Vec<String> = split_list(&get(emails_c)).into_iter().map(|e| e.to_lowercase()).collect();
+            let emails: Vec<String> = split_list(&get(emails_c))
+                .into_iter()
+                .map(|e| e.to_lowercase())
+                .collect();
             if let Some(e) = emails.iter().find(|e| !e.contains('@')) {
                 return Err(bad(format!("邮箱地址无效：{e}")));
             }
-            units.push(Unit { id, name, category: get(category_c), aliases: split_list(&get(aliases_c)), emails });
+            units.push(Unit {
+                id,
+                name,
+                category: get(category_c),
+                aliases: split_list(&get(aliases_c)),
+                emails,
+            });
         }
         Ok(Self { units })
     }
@@ -106,7 +144,7 @@ impl Roster {
     /// The unit whose known addresses contain `address`.
     pub fn by_email(&self, address: &str) -> Option<&Unit> {
         let address = address.trim().to_lowercase();
-        self.units.iter().find(|u| u.emails.iter().any(|e| *e == address))
+        self.units.iter().find(|u| u.emails.contains(&address))
     }
 }
 
@@ -128,7 +166,9 @@ fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>, String> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| e.to_string())?;
-        let line = record.position().map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
+        let line = record
+            .position()
+            .map_or(0, |p| usize::try_from(p.line()).unwrap_or(0));
         rows.push((line, record.iter().map(String::from).collect()));
     }
     Ok(rows)
@@ -136,7 +176,11 @@ fn csv_rows(bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>, String> {
 
 fn xlsx_rows(bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>, String> {
     let mut wb = Xlsx::new(Cursor::new(bytes)).map_err(|e| e.to_string())?;
-    let name = wb.sheet_names().first().cloned().ok_or("工作簿中没有工作表")?;
+    let name = wb
+        .sheet_names()
+        .first()
+        .cloned()
+        .ok_or("工作簿中没有工作表")?;
     let range = wb.worksheet_range(&name).map_err(|e| e.to_string())?;
     let start = range.start().map_or(0, |(r, _)| r as usize);
     Ok(range
@@ -158,12 +202,17 @@ mod tests {
     fn reads_lists_and_lowercases_emails() {
         let r = parse("id,name,category,aliases,emails\nqiaotou,桥头镇人民政府,乡镇,桥头镇|桥头镇政府,QTZ@yj.gov.cn；q@163.com\n").expect("ok");
         assert_eq!(r.units[0].aliases, vec!["桥头镇", "桥头镇政府"]);
-        assert_eq!(r.by_email("qtz@YJ.gov.cn").map(|u| u.id.as_str()), Some("qiaotou"));
+        assert_eq!(
+            r.by_email("qtz@YJ.gov.cn").map(|u| u.id.as_str()),
+            Some("qiaotou")
+        );
     }
 
     #[test]
     fn gbk_csv_is_read() {
-        let (gbk, _, _) = encoding_rs::GBK.encode("id,name,category,aliases,emails\njyj,永嘉县教育局,县直单位,教育局,jyj@yj.gov.cn\n");
+        let (gbk, _, _) = encoding_rs::GBK.encode(
+            "id,name,category,aliases,emails\njyj,永嘉县教育局,县直单位,教育局,jyj@yj.gov.cn\n",
+        );
         let r = Roster::from_rows("t.csv", csv_rows(&gbk).expect("csv")).expect("ok");
         assert_eq!(r.units[0].name, "永嘉县教育局");
     }
@@ -171,9 +220,15 @@ mod tests {
     #[test]
     fn bad_rows_are_named_by_line() {
         let err = parse("id,name,category,aliases,emails\na,甲,乡镇,,\na,乙,乡镇,,\n").unwrap_err();
-        assert_eq!(err.to_string(), "名单文件 t.csv 第 3 行有误：单位编号 a 重复");
+        assert_eq!(
+            err.to_string(),
+            "名单文件 t.csv 第 3 行有误：单位编号 a 重复"
+        );
         let err = parse("id,name\nb,,\n").unwrap_err();
         assert!(err.to_string().contains("第 2 行"), "{err}");
-        assert!(matches!(parse("name\nx\n"), Err(RosterError::MissingColumn { column: "id", .. })));
+        assert!(matches!(
+            parse("name\nx\n"),
+            Err(RosterError::MissingColumn { column: "id", .. })
+        ));
     }
 }

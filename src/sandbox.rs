@@ -39,7 +39,12 @@ pub struct ChildLimits {
 
 impl Default for ChildLimits {
     fn default() -> Self {
-        Self { memory_mb: 1024, cpu_seconds: 20, timeout_seconds: 30, max_output_bytes: 16 * 1024 * 1024 }
+        Self {
+            memory_mb: 1024,
+            cpu_seconds: 20,
+            timeout_seconds: 30,
+            max_output_bytes: 16 * 1024 * 1024,
+        }
     }
 }
 
@@ -64,7 +69,12 @@ impl Isolation {
 }
 
 /// Reads `bytes` as `format` under `isolation`.
-pub fn read(isolation: &Isolation, format: Format, bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
+pub fn read(
+    isolation: &Isolation,
+    format: Format,
+    bytes: &[u8],
+    limits: &ReadLimits,
+) -> Result<Extracted, ReadError> {
     match isolation {
         Isolation::InProcess => crate::readers::read(format, bytes, limits),
         Isolation::Child { exe, limits: child } => read_in_child(exe, child, format, bytes, limits),
@@ -128,10 +138,17 @@ fn read_in_child(
         )));
     };
     if truncated {
-        return Err(ReadError::TooLarge(format!("读取结果超过输出上限 {} 字节", cap)));
+        return Err(ReadError::TooLarge(format!(
+            "读取结果超过输出上限 {} 字节",
+            cap
+        )));
     }
     if !status.success() {
-        return Err(crash_error(status, &String::from_utf8_lossy(&err_text), child_limits));
+        return Err(crash_error(
+            status,
+            &String::from_utf8_lossy(&err_text),
+            child_limits,
+        ));
     }
     serde_json::from_slice::<Result<Extracted, ReadError>>(&out)
         .map_err(|e| ReadError::Damaged(format!("附件读取进程输出无法解析：{e}")))?
@@ -145,20 +162,28 @@ fn crash_error(status: std::process::ExitStatus, stderr: &str, limits: &ChildLim
             "读取超出处理时间上限（CPU {} 秒），已中止",
             limits.cpu_seconds
         )),
-        Some(libc::SIGABRT) if memory => {
-            ReadError::TooLarge(format!("读取所需内存超出上限 {} MB，已中止", limits.memory_mb))
-        }
-        Some(sig) => ReadError::Damaged(format!("文件导致读取程序异常终止（信号 {sig}），文件可能已损坏")),
+        Some(libc::SIGABRT) if memory => ReadError::TooLarge(format!(
+            "读取所需内存超出上限 {} MB，已中止",
+            limits.memory_mb
+        )),
+        Some(sig) => ReadError::Damaged(format!(
+            "文件导致读取程序异常终止（信号 {sig}），文件可能已损坏"
+        )),
         None if stderr.contains("panicked") => {
             ReadError::Damaged("文件结构异常，读取程序无法处理，文件可能已损坏".into())
         }
-        None => ReadError::Damaged(format!("读取程序异常退出（退出码 {}）", status.code().unwrap_or(-1))),
+        None => ReadError::Damaged(format!(
+            "读取程序异常退出（退出码 {}）",
+            status.code().unwrap_or(-1)
+        )),
     }
 }
 
 /// Reads at most `cap` bytes; the flag tells whether more was offered.
 fn bounded_read<R: Read>(source: Option<R>, cap: usize) -> (Vec<u8>, bool) {
-    let Some(source) = source else { return (Vec::new(), false) };
+    let Some(source) = source else {
+        return (Vec::new(), false);
+    };
     let mut buf = Vec::new();
     let mut limited = source.take(cap as u64 + 1);
     let _ = limited.read_to_end(&mut buf);
@@ -173,7 +198,10 @@ fn bounded_read<R: Read>(source: Option<R>, cap: usize) -> (Vec<u8>, bool) {
 /// The child side: applies the limits to itself, reads stdin, prints the
 /// result. Returns the process exit code.
 pub fn child_main(format: &str, limits_json: &str, memory_mb: &str, cpu_seconds: &str) -> i32 {
-    let memory = memory_mb.parse::<u64>().unwrap_or(1024).saturating_mul(1024 * 1024);
+    let memory = memory_mb
+        .parse::<u64>()
+        .unwrap_or(1024)
+        .saturating_mul(1024 * 1024);
     let cpu = cpu_seconds.parse::<u64>().unwrap_or(20);
     if rlimit::setrlimit(rlimit::Resource::AS, memory, memory).is_err()
         || rlimit::setrlimit(rlimit::Resource::CPU, cpu, cpu.saturating_add(1)).is_err()

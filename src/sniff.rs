@@ -160,7 +160,10 @@ fn sniff_zip(bytes: &[u8]) -> Format {
     let Ok(archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
         return Format::Zip;
     };
-    let names: Vec<String> = archive.file_names().filter_map(|n| n.ok().map(|n| n.into_owned())).collect();
+    let names: Vec<String> = archive
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .collect();
     let has = |name: &str| names.iter().any(|n| n == name);
     let has_prefix = |p: &str| names.iter().any(|n| n.starts_with(p));
     if has_prefix("word/") {
@@ -217,7 +220,10 @@ mod tests {
         assert_eq!(sniff(b"%PDF-1.4\n...", Some("x.xls")), Format::Pdf);
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\nxxxx", None), Format::Image);
         assert_eq!(sniff(b"II*\0abcd", Some("fax.dat")), Format::Image);
-        assert_eq!(sniff("单位：桥头镇".as_bytes(), Some("a.bin")), Format::Text);
+        assert_eq!(
+            sniff("单位：桥头镇".as_bytes(), Some("a.bin")),
+            Format::Text
+        );
         assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.txt")), Format::Text);
         assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.bin")), Format::Other);
     }

@@ -4,16 +4,16 @@
 //! `docProps/core.xml` and `docProps/app.xml` say about the file.
 //!
 //! This is a walker over `word/document.xml` of our own rather than docx-rs:
-//! docx-rs does not hand back resolved `gridSpan`/`vMerge` positions, loses
-//! text inside cell-level content controls, and would be a second XML stack
-//! next to calamine's quick-xml. It does not read headers, footers,
+//! docx-rs hides the spans (it gives no resolved `gridSpan`/`vMerge`
+//! positions) and would be a second XML stack next to calamine's quick-xml,
+//! while the walk itself is small. It does not read headers, footers,
 //! comments, footnotes or embedded objects, does not detect encryption (an
 //! encrypted `.docx` is a CFB container and never gets here) and does not
 //! interpret the form: `crate::form` does.
 
 use super::ooxml::{
-    CellBudget, Flow, OpenCell, TableStack, TextLines, XmlEvent, attr, attr_u32, open_archive, read_meta_fields,
-    read_part, walk_xml,
+    CellBudget, Flow, OpenCell, TableStack, TextLines, XmlEvent, attr, attr_u32, open_archive,
+    read_meta_part, read_part, walk_xml,
 };
 use crate::grid::{Extracted, Grid, Meta, ReadError, ReadLimits, clean_text};
 
@@ -34,24 +34,37 @@ pub fn read(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
     let (grids, top_level) = read_document(&xml, &document, &mut CellBudget::new(limits))?;
 
     let mut meta = Meta::new();
-    if let Some(core) = read_part(&mut archive, "docProps/core.xml", limits)? {
-        let fields: &[(&[u8], &str)] =
-            &[(b"creator", "author"), (b"created", "created"), (b"modified", "modified")];
-        read_meta_fields(&core, fields, &mut meta);
-    }
-    if let Some(app) = read_part(&mut archive, "docProps/app.xml", limits)? {
-        read_meta_fields(&app, &[(b"Application", "application")], &mut meta);
-    }
+    let core: &[(&[u8], &str)] = &[
+        (b"creator", "author"),
+        (b"created", "created"),
+        (b"modified", "modified"),
+    ];
+    read_meta_part(&mut archive, "docProps/core.xml", limits, core, &mut meta)?;
+    let app: &[(&[u8], &str)] = &[(b"Application", "application")];
+    read_meta_part(&mut archive, "docProps/app.xml", limits, app, &mut meta)?;
     meta.insert("tables".into(), top_level.into());
-    Ok(Extracted { grids, meta, scanned: false })
+    Ok(Extracted {
+        grids,
+        meta,
+        scanned: false,
+    })
 }
 
 /// Walks the main document part into grids; also returns the number of
 /// top-level tables.
-fn read_document(xml: &[u8], part: &str, budget: &mut CellBudget) -> Result<(Vec<Grid>, u32), ReadError> {
+fn read_document(
+    xml: &[u8],
+    part: &str,
+    budget: &mut CellBudget,
+) -> Result<(Vec<Grid>, u32), ReadError> {
     let mut walk = Walk::new(budget);
     walk_xml(xml, part, |event| walk.on(event))?;
-    let Walk { tables, mut text, para, .. } = walk;
+    let Walk {
+        tables,
+        mut text,
+        para,
+        ..
+    } = walk;
     text.push(&para, budget)?;
     let top_level = tables.top_level();
     let mut grids = tables.finish(budget)?;
@@ -145,10 +158,19 @@ impl<'b> Walk<'b> {
     }
 
     fn sink(&mut self) -> Option<&mut String> {
-        if self.tables.in_table() { self.tables.text_sink() } else { Some(&mut self.para) }
+        if self.tables.in_table() {
+            self.tables.text_sink()
+        } else {
+            Some(&mut self.para)
+        }
     }
 
     fn push(&mut self, s: &str) {
+        // A control showing its placeholder holds the form's prompt, not a
+        // value (its `w:sdtPr` comes before the content, so this is known).
+        if self.controls.iter().any(|c| c.placeholder) {
+            return;
+        }
         if let Some(sink) = self.sink() {
             sink.push_str(s);
         }
@@ -170,7 +192,9 @@ impl<'b> Walk<'b> {
                             cell.from_control = inside_control;
                         }
                     }
-                    b"gridBefore" => self.tables.skip_columns(attr_u32(element, b"val").unwrap_or(0)),
+                    b"gridBefore" => self
+                        .tables
+                        .skip_columns(attr_u32(element, b"val").unwrap_or(0)),
                     b"gridSpan" => {
                         if let Some(cell) = self.tables.cell_mut() {
                             cell.colspan = attr_u32(element, b"val").unwrap_or(1).clamp(1, 1000);
@@ -193,7 +217,11 @@ impl<'b> Walk<'b> {
                         }
                         let sink = self.sink_id();
                         let start = self.sink().map_or(0, |s| s.len());
-                        self.controls.push(Control { sink, start, placeholder: false });
+                        self.controls.push(Control {
+                            sink,
+                            start,
+                            placeholder: false,
+                        });
                     }
                     b"sdtPr" => self.in_control_props += 1,
                     b"showingPlcHdr" if self.in_control_props > 0 => {
@@ -224,11 +252,7 @@ impl<'b> Walk<'b> {
                         && control.sink == self.sink_id()
                         && let Some(text) = self.sink()
                     {
-                        if control.placeholder {
-                            text.truncate(control.start.min(text.len()));
-                        } else {
-                            collapse_suffix(text, control.start);
-                        }
+                        collapse_suffix(text, control.start);
                     }
                 }
                 _ => {}
@@ -272,7 +296,8 @@ fn collapse_repeat(text: &str, allow_digits: bool) -> Option<String> {
     if n > 4096 {
         return None;
     }
-    let period = (2..=n / 2).find(|&p| n % p == 0 && chars.chunks(p).all(|chunk| chunk == &chars[..p]))?;
+    let period = (2..=n / 2)
+        .find(|&p| n.is_multiple_of(p) && chars.chunks(p).all(|chunk| chunk == &chars[..p]))?;
     let unit = &chars[..period];
     if !allow_digits && unit.iter().all(char::is_ascii_digit) {
         return None;
@@ -297,11 +322,29 @@ mod tests {
     fn form_spans_and_merges() {
         let x = read_fixture("form.docx");
         let t = grid(&x, "table 1");
-        assert_eq!(cell(t, 0, 1), &Cell { row: 0, col: 1, rowspan: 1, colspan: 2, text: "县民政局".into() });
+        assert_eq!(
+            cell(t, 0, 1),
+            &Cell {
+                row: 0,
+                col: 1,
+                rowspan: 1,
+                colspan: 2,
+                text: "县民政局".into()
+            }
+        );
         assert_eq!(text_at(t, 0, 3), "地 址");
         assert_eq!(cell(t, 0, 4).colspan, 2);
         // vMerge restart + a continuation without val + one with val="continue".
-        assert_eq!(cell(t, 2, 0), &Cell { row: 2, col: 0, rowspan: 3, colspan: 1, text: "联系方式".into() });
+        assert_eq!(
+            cell(t, 2, 0),
+            &Cell {
+                row: 2,
+                col: 0,
+                rowspan: 3,
+                colspan: 1,
+                text: "联系方式".into()
+            }
+        );
         assert_eq!(text_at(t, 3, 1), "宅 电");
         assert_eq!(cell(t, 4, 3).colspan, 3);
         // gridBefore shifts the row.
@@ -315,7 +358,10 @@ mod tests {
         assert_eq!(text_at(t, 2, 4), "13857101234");
         assert_eq!(text_at(t, 2, 2), "0577-67286830");
         assert_eq!(text_at(t, 6, 0), "信息员\n个人简历");
-        assert_eq!(text_at(t, 6, 1), "1999.09—2003.07 学习；\n2003.09—至今 工作。");
+        assert_eq!(
+            text_at(t, 6, 1),
+            "1999.09—2003.07 学习；\n2003.09—至今 工作。"
+        );
         assert_eq!(text_at(t, 4, 2), "a&b <c> 一");
         // Digits are not collapsed outside content controls.
         assert_eq!(text_at(t, 3, 4), "649649");
@@ -366,7 +412,10 @@ mod tests {
         assert_eq!(x.meta.get("author"), Some(&"测试作者".into()));
         assert_eq!(x.meta.get("created"), Some(&"2007-05-14T08:30:00Z".into()));
         assert_eq!(x.meta.get("modified"), Some(&"2007-05-16T09:05:00Z".into()));
-        assert_eq!(x.meta.get("application"), Some(&"Microsoft Office Word".into()));
+        assert_eq!(
+            x.meta.get("application"),
+            Some(&"Microsoft Office Word".into())
+        );
         assert_eq!(x.meta.get("tables"), Some(&2.into()));
     }
 
@@ -378,6 +427,9 @@ mod tests {
         assert_eq!(text_at(text, 1, 0), "单位：永嘉县审计局");
         assert_eq!(text_at(text, 2, 0), "信息员：高胜正 手机：13805776240");
         assert_eq!(text_at(text, 3, 0), "籍贯：浙江绍兴");
+        // The placeholder paragraph is dropped, the next one is row 4.
+        assert_eq!(text_at(text, 4, 0), "联系电话：67286830");
+        assert_eq!(text.cells.len(), 5);
         assert_eq!(x.meta.get("tables"), Some(&0.into()));
         assert_eq!(x.meta.get("application"), None);
         assert_eq!(x.meta.get("author"), None);
@@ -394,15 +446,27 @@ mod tests {
     #[test]
     fn huge_parts_are_too_large() {
         let limits = ReadLimits::default();
-        assert!(matches!(read(&fixture("zeros_60mb.docx"), &limits), Err(ReadError::TooLarge(_))));
-        assert!(matches!(read(&fixture("declared_3gb.docx"), &limits), Err(ReadError::TooLarge(_))));
+        assert!(matches!(
+            read(&fixture("zeros_60mb.docx"), &limits),
+            Err(ReadError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read(&fixture("declared_3gb.docx"), &limits),
+            Err(ReadError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn too_many_cells_is_too_large() {
-        let limits = ReadLimits { max_cells: 10, ..ReadLimits::default() };
+        let limits = ReadLimits {
+            max_cells: 10,
+            ..ReadLimits::default()
+        };
         let err = read(&fixture("form.docx"), &limits).unwrap_err();
-        assert!(matches!(&err, ReadError::TooLarge(m) if m.contains("10")), "{err:?}");
+        assert!(
+            matches!(&err, ReadError::TooLarge(m) if m.contains("10")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -411,7 +475,12 @@ mod tests {
         xml.push_str(&"<w:tbl><w:tr><w:tc><w:p><w:r><w:t>x</w:t></w:r></w:p>".repeat(5000));
         xml.push_str(&"</w:tc></w:tr></w:tbl>".repeat(5000));
         xml.push_str("</w:body></w:document>");
-        let (grids, top) = read_document(xml.as_bytes(), "t", &mut CellBudget::new(&ReadLimits::default())).unwrap();
+        let (grids, top) = read_document(
+            xml.as_bytes(),
+            "t",
+            &mut CellBudget::new(&ReadLimits::default()),
+        )
+        .unwrap();
         assert_eq!(top, 1);
         assert!(grids.len() <= 16, "{}", grids.len());
     }
@@ -419,14 +488,26 @@ mod tests {
     #[test]
     fn not_a_zip_and_bad_xml_are_damaged() {
         let limits = ReadLimits::default();
-        assert!(matches!(read(b"PK\x03\x04garbage", &limits), Err(ReadError::Damaged(_))));
-        assert!(matches!(read(&fixture("bad_xml.docx"), &limits), Err(ReadError::Damaged(_))));
-        assert!(matches!(read(&fixture("form.ods"), &limits), Err(ReadError::Damaged(_))));
+        assert!(matches!(
+            read(b"PK\x03\x04garbage", &limits),
+            Err(ReadError::Damaged(_))
+        ));
+        assert!(matches!(
+            read(&fixture("bad_xml.docx"), &limits),
+            Err(ReadError::Damaged(_))
+        ));
+        assert!(matches!(
+            read(&fixture("form.ods"), &limits),
+            Err(ReadError::Damaged(_))
+        ));
     }
 
     #[test]
     fn repeat_collapse_rules() {
-        assert_eq!(collapse_repeat("浙江绍兴浙江绍兴浙江绍兴", false).as_deref(), Some("浙江绍兴"));
+        assert_eq!(
+            collapse_repeat("浙江绍兴浙江绍兴浙江绍兴", false).as_deref(),
+            Some("浙江绍兴")
+        );
         assert_eq!(collapse_repeat("哈哈", false), None);
         assert_eq!(collapse_repeat("649649", false), None);
         assert_eq!(collapse_repeat("649649", true).as_deref(), Some("649"));
@@ -445,7 +526,9 @@ mod tests {
         // The zip's CRC rejects most flipped XML, so mutate the XML itself too.
         let bytes = fixture("form.docx");
         let mut archive = super::super::ooxml::open_archive(&bytes, &limits).unwrap();
-        let xml = read_part(&mut archive, DEFAULT_DOCUMENT, &limits).unwrap().unwrap();
+        let xml = read_part(&mut archive, DEFAULT_DOCUMENT, &limits)
+            .unwrap()
+            .unwrap();
         mutants(&xml, 300, |xml| {
             let _ = read_document(xml, "t", &mut CellBudget::new(&limits));
         });

@@ -21,10 +21,16 @@ use crate::grid::{Extracted, Meta, ReadError, ReadLimits, clean_text};
 const MAX_COLSPAN: u32 = 1000;
 const MAX_ROWSPAN: u32 = 65534;
 
-/// Reads an HTML body. Never fails: more than `limits.max_cells` cells are
-/// cut off and `meta.truncated` is set.
+/// Past this many unclosed elements the rest of a body is dropped, see
+/// [`nesting_cut`].
+const MAX_NESTING: usize = 512;
+
+/// Reads an HTML body. Never fails: more than `limits.max_cells` cells, or
+/// markup nested deeper than [`MAX_NESTING`], are cut off and
+/// `meta.truncated` is set.
 pub fn read(html: &str, limits: &ReadLimits) -> Extracted {
-    let document = Html::parse_document(html);
+    let cut = nesting_cut(html);
+    let document = Html::parse_document(cut.map_or(html, |at| &html[..at]));
     let mut budget = CellBudget::new(limits);
     let mut walk = Walk::new(&mut budget);
 
@@ -50,7 +56,14 @@ pub fn read(html: &str, limits: &ReadLimits) -> Extracted {
         };
     }
 
-    let Walk { tables, mut text, body, mut truncated, .. } = walk;
+    let Walk {
+        tables,
+        mut text,
+        body,
+        mut truncated,
+        ..
+    } = walk;
+    truncated |= cut.is_some();
     for line in body.split('\n') {
         truncated |= text.push(line, &mut budget).is_err();
     }
@@ -62,7 +75,99 @@ pub fn read(html: &str, limits: &ReadLimits) -> Extracted {
     if truncated {
         meta.insert("truncated".into(), true.into());
     }
-    Extracted { grids, meta, scanned: false }
+    Extracted {
+        grids,
+        meta,
+        scanned: false,
+    }
+}
+
+/// Where to cut a body whose elements nest deeper than [`MAX_NESTING`].
+///
+/// html5ever's tree builder does scope checks over its stack of open
+/// elements, so 50 000 nested `<div>`s (250 KB) take minutes; no real
+/// message nests beyond a few dozen. This estimates the depth from the tags
+/// alone — void elements and those whose end tag is optional (`<p>`, `<li>`,
+/// `<td>` …, closed implicitly by the parser) are not counted — and returns
+/// the byte offset of the tag that goes too deep.
+fn nesting_cut(html: &str) -> Option<usize> {
+    let bytes = html.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(offset) = bytes
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'<'))
+    {
+        let at = i + offset;
+        let rest = &bytes[at + 1..];
+        if rest.starts_with(b"!--") {
+            i = html[at..]
+                .find("-->")
+                .map_or(bytes.len(), |end| at + end + 3);
+            continue;
+        }
+        i = at + 1;
+        if rest.first() == Some(&b'/') {
+            depth = depth.saturating_sub(1);
+            continue;
+        }
+        let name_len = rest
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
+        if name_len == 0 {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&rest[..name_len]).to_ascii_lowercase();
+        let self_closing = rest
+            .iter()
+            .position(|&b| b == b'>')
+            .is_some_and(|end| end > 0 && rest[end - 1] == b'/');
+        if self_closing || closes_implicitly(&name) {
+            continue;
+        }
+        depth += 1;
+        if depth > MAX_NESTING {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Void elements and elements whose end tag may be omitted.
+fn closes_implicitly(name: &str) -> bool {
+    matches!(
+        name,
+        "br" | "img"
+            | "hr"
+            | "meta"
+            | "link"
+            | "input"
+            | "col"
+            | "area"
+            | "base"
+            | "wbr"
+            | "source"
+            | "embed"
+            | "param"
+            | "track"
+            | "p"
+            | "li"
+            | "dt"
+            | "dd"
+            | "td"
+            | "th"
+            | "tr"
+            | "tbody"
+            | "thead"
+            | "tfoot"
+            | "colgroup"
+            | "option"
+            | "optgroup"
+            | "html"
+            | "head"
+            | "body"
+    )
 }
 
 /// Elements that start and end a visual line.
@@ -101,7 +206,10 @@ fn is_block(name: &str) -> bool {
 
 /// Subtrees that are never displayed text.
 fn is_hidden(name: &str) -> bool {
-    matches!(name, "head" | "style" | "script" | "template" | "title" | "noscript")
+    matches!(
+        name,
+        "head" | "style" | "script" | "template" | "title" | "noscript"
+    )
 }
 
 #[derive(Debug)]
@@ -128,7 +236,11 @@ impl<'b> Walk<'b> {
     }
 
     fn sink(&mut self) -> Option<&mut String> {
-        if self.tables.in_table() { self.tables.text_sink() } else { Some(&mut self.body) }
+        if self.tables.in_table() {
+            self.tables.text_sink()
+        } else {
+            Some(&mut self.body)
+        }
     }
 
     fn line_break(&mut self) {
@@ -153,7 +265,10 @@ impl<'b> Walk<'b> {
                     if keep_newlines {
                         sink.push_str(text);
                     } else {
-                        sink.extend(text.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }));
+                        sink.extend(
+                            text.chars()
+                                .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+                        );
                     }
                 }
                 false
@@ -183,9 +298,14 @@ impl<'b> Walk<'b> {
                     }
                     "td" | "th" => {
                         let span = |key: &str, max: u32| {
-                            element.attr(key).and_then(|v| v.trim().parse::<u32>().ok()).unwrap_or(1).clamp(1, max)
+                            element
+                                .attr(key)
+                                .and_then(|v| v.trim().parse::<u32>().ok())
+                                .unwrap_or(1)
+                                .clamp(1, max)
                         };
-                        let (colspan, rowspan) = (span("colspan", MAX_COLSPAN), span("rowspan", MAX_ROWSPAN));
+                        let (colspan, rowspan) =
+                            (span("colspan", MAX_COLSPAN), span("rowspan", MAX_ROWSPAN));
                         let r = self.tables.start_cell(colspan, rowspan, true, self.budget);
                         self.check(r);
                     }
@@ -233,8 +353,26 @@ mod tests {
     fn table_spans_placed_like_a_browser() {
         let x = read_fixture("table_spans.html");
         let t = grid(&x, "html table 1");
-        assert_eq!(cell(t, 0, 0), &Cell { row: 0, col: 0, rowspan: 1, colspan: 4, text: "分管政务信息领导及信息员登记表".into() });
-        assert_eq!(cell(t, 1, 0), &Cell { row: 1, col: 0, rowspan: 3, colspan: 1, text: "联系方式".into() });
+        assert_eq!(
+            cell(t, 0, 0),
+            &Cell {
+                row: 0,
+                col: 0,
+                rowspan: 1,
+                colspan: 4,
+                text: "分管政务信息领导及信息员登记表".into()
+            }
+        );
+        assert_eq!(
+            cell(t, 1, 0),
+            &Cell {
+                row: 1,
+                col: 0,
+                rowspan: 3,
+                colspan: 1,
+                text: "联系方式".into()
+            }
+        );
         assert_eq!(text_at(t, 1, 1), "办 电");
         // Rows 2 and 3 start after the row-spanning cell.
         assert_eq!(text_at(t, 2, 1), "手 机");
@@ -290,13 +428,25 @@ mod tests {
                 "2007年5月17日",
             ]
         );
-        assert!(text.cells.iter().enumerate().all(|(i, c)| c.row == i as u32 && c.col == 0));
+        assert!(
+            text.cells
+                .iter()
+                .enumerate()
+                .all(|(i, c)| c.row == i as u32 && c.col == 0)
+        );
     }
 
     #[test]
     fn word_paste_keeps_wrapped_source_lines_together() {
-        let x = read("<p class=MsoNormal>单位：永嘉县\n审计局</p><p>信息员：<span>高</span><span>胜正</span></p>", &ReadLimits::default());
-        let lines: Vec<&str> = grid(&x, "text").cells.iter().map(|c| c.text.as_str()).collect();
+        let x = read(
+            "<p class=MsoNormal>单位：永嘉县\n审计局</p><p>信息员：<span>高</span><span>胜正</span></p>",
+            &ReadLimits::default(),
+        );
+        let lines: Vec<&str> = grid(&x, "text")
+            .cells
+            .iter()
+            .map(|c| c.text.as_str())
+            .collect();
         assert_eq!(lines, ["单位：永嘉县 审计局", "信息员：高胜正"]);
         let x = read("<pre>甲：1\n乙：2</pre>", &ReadLimits::default());
         assert_eq!(grid(&x, "text").cells.len(), 2);
@@ -304,21 +454,52 @@ mod tests {
 
     #[test]
     fn cells_are_capped() {
-        let html = format!("<table>{}</table>", "<tr><td>a</td><td>b</td></tr>".repeat(100));
-        let x = read(&html, &ReadLimits { max_cells: 20, ..ReadLimits::default() });
+        let html = format!(
+            "<table>{}</table>",
+            "<tr><td>a</td><td>b</td></tr>".repeat(100)
+        );
+        let x = read(
+            &html,
+            &ReadLimits {
+                max_cells: 20,
+                ..ReadLimits::default()
+            },
+        );
         assert!(x.grids.iter().map(|g| g.cells.len()).sum::<usize>() <= 20);
         assert_eq!(x.meta.get("truncated"), Some(&true.into()));
     }
 
     #[test]
     fn deep_nesting_and_huge_spans_are_bounded() {
-        let html = "<div>".repeat(50_000) + "深" + &"<table><tr><td>".repeat(2000);
+        let html = "<div>".repeat(400) + "深" + &"<table><tr><td>".repeat(2000);
         let x = read(&html, &ReadLimits::default());
         assert!(all_text(&x).contains('深'));
-        let x = read("<table><tr><td rowspan=99999999 colspan=99999999>a</td><td>b</td></tr></table>", &ReadLimits::default());
+        assert_eq!(
+            x.meta.get("truncated"),
+            Some(&true.into()),
+            "cut where the tables nest too deep"
+        );
+        let html = "<div>".repeat(50_000) + "深";
+        let x = read(&html, &ReadLimits::default());
+        assert_eq!(x.meta.get("truncated"), Some(&true.into()));
+        assert!(x.grids.is_empty());
+        let x = read(
+            "<table><tr><td rowspan=99999999 colspan=99999999>a</td><td>b</td></tr></table>",
+            &ReadLimits::default(),
+        );
         let t = grid(&x, "html table 1");
         assert_eq!(cell(t, 0, 0).colspan, MAX_COLSPAN);
         assert_eq!(text_at(t, 0, MAX_COLSPAN), "b");
+    }
+
+    #[test]
+    fn nesting_estimate_ignores_implicitly_closed_tags() {
+        assert_eq!(nesting_cut(&"<p>x<br><td>y<img src=a/>".repeat(5000)), None);
+        assert_eq!(nesting_cut(&"<!-- <div> --><div></div>".repeat(5000)), None);
+        assert_eq!(
+            nesting_cut(&("<a>".repeat(MAX_NESTING) + "<span>")),
+            Some(3 * MAX_NESTING)
+        );
     }
 
     #[test]

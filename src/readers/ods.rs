@@ -8,7 +8,9 @@
 //! not the typed value. It does not evaluate formulas (the cached display
 //! text is read), read styles, or handle `.odt`/`.odp` documents.
 
-use super::ooxml::{CellBudget, Flow, XmlEvent, attr, attr_u32, open_archive, read_meta_fields, read_part, walk_xml};
+use super::ooxml::{
+    CellBudget, Flow, XmlEvent, attr, attr_u32, open_archive, read_meta_part, read_part, walk_xml,
+};
 use crate::grid::{Cell, Extracted, Grid, Meta, ReadError, ReadLimits, clean_text};
 
 /// `text:s c="N"` adds N spaces; [`clean_text`] folds runs of spaces anyway,
@@ -24,18 +26,20 @@ pub fn read(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
     let grids = read_content(&content, &mut CellBudget::new(limits))?;
 
     let mut meta = Meta::new();
-    if let Some(xml) = read_part(&mut archive, "meta.xml", limits)? {
-        let fields: &[(&[u8], &str)] = &[
-            (b"initial-creator", "author"),
-            (b"creator", "author"),
-            (b"creation-date", "created"),
-            (b"date", "modified"),
-            (b"generator", "application"),
-        ];
-        read_meta_fields(&xml, fields, &mut meta);
-    }
+    let fields: &[(&[u8], &str)] = &[
+        (b"initial-creator", "author"),
+        (b"creator", "author"),
+        (b"creation-date", "created"),
+        (b"date", "modified"),
+        (b"generator", "application"),
+    ];
+    read_meta_part(&mut archive, "meta.xml", limits, fields, &mut meta)?;
     meta.insert("sheets".into(), grids.len().into());
-    Ok(Extracted { grids, meta, scanned: false })
+    Ok(Extracted {
+        grids,
+        meta,
+        scanned: false,
+    })
 }
 
 /// A cell being read.
@@ -71,7 +75,8 @@ fn read_content(xml: &[u8], budget: &mut CellBudget) -> Result<Vec<Grid>, ReadEr
         let Some(s) = sheet.as_mut() else {
             if let XmlEvent::Open(b"table", element) = event {
                 budget.take(1)?;
-                let name = attr(element, b"name").unwrap_or_else(|| format!("Sheet{}", grids.len() + 1));
+                let name =
+                    attr(element, b"name").unwrap_or_else(|| format!("Sheet{}", grids.len() + 1));
                 sheet = Some(Sheet {
                     grid: Grid::new(name),
                     row: 0,
@@ -96,17 +101,29 @@ fn read_content(xml: &[u8], budget: &mut CellBudget) -> Result<Vec<Grid>, ReadEr
                 }
                 b"covered-table-cell" => {
                     // Hidden by a merged cell: advances the column, text unseen.
-                    s.col = s.col.saturating_add(repeat(element, b"number-columns-repeated"));
+                    s.col = s
+                        .col
+                        .saturating_add(repeat(element, b"number-columns-repeated"));
                     return Ok(Flow::Skip);
                 }
                 b"table-cell" => {
-                    let value = [&b"value"[..], b"date-value", b"time-value", b"boolean-value", b"string-value"]
-                        .iter()
-                        .find_map(|key| attr(element, key));
+                    let value = [
+                        &b"value"[..],
+                        b"date-value",
+                        b"time-value",
+                        b"boolean-value",
+                        b"string-value",
+                    ]
+                    .iter()
+                    .find_map(|key| attr(element, key));
                     s.cell = Some(OdsCell {
                         col: s.col,
-                        colspan: attr_u32(element, b"number-columns-spanned").unwrap_or(1).max(1),
-                        rowspan: attr_u32(element, b"number-rows-spanned").unwrap_or(1).max(1),
+                        colspan: attr_u32(element, b"number-columns-spanned")
+                            .unwrap_or(1)
+                            .max(1),
+                        rowspan: attr_u32(element, b"number-rows-spanned")
+                            .unwrap_or(1)
+                            .max(1),
                         repeat: repeat(element, b"number-columns-repeated"),
                         value,
                         ..OdsCell::default()
@@ -164,7 +181,9 @@ impl Sheet {
     }
 
     fn end_cell(&mut self, budget: &mut CellBudget) -> Result<(), ReadError> {
-        let Some(cell) = self.cell.take() else { return Ok(()) };
+        let Some(cell) = self.cell.take() else {
+            return Ok(());
+        };
         self.col = cell.col.saturating_add(cell.repeat);
         let raw = match cell.value {
             Some(value) if cell.paragraphs == 0 => display_value(&value),
@@ -180,7 +199,13 @@ impl Sheet {
         budget.take(cell.repeat as usize)?;
         for k in 0..cell.repeat {
             let col = cell.col.saturating_add(k);
-            self.row_cells.push(Cell { row: 0, col, rowspan: cell.rowspan, colspan: cell.colspan, text: text.clone() });
+            self.row_cells.push(Cell {
+                row: 0,
+                col,
+                rowspan: cell.rowspan,
+                colspan: cell.colspan,
+                text: text.clone(),
+            });
         }
         Ok(())
     }
@@ -194,7 +219,10 @@ impl Sheet {
             budget.take(extra)?;
             for k in 0..self.row_repeat {
                 for cell in &self.row_cells {
-                    self.grid.push(Cell { row: self.row.saturating_add(k), ..cell.clone() });
+                    self.grid.push(Cell {
+                        row: self.row.saturating_add(k),
+                        ..cell.clone()
+                    });
                 }
             }
         }
@@ -227,10 +255,37 @@ mod tests {
     fn sheet_spans_and_covered_cells() {
         let x = read_fixture("form.ods");
         let g = grid(&x, "登记表");
-        assert_eq!(cell(g, 0, 0), &Cell { row: 0, col: 0, rowspan: 1, colspan: 6, text: "分管政务信息领导及信息员登记表".into() });
-        assert_eq!(cell(g, 1, 1), &Cell { row: 1, col: 1, rowspan: 1, colspan: 2, text: "永嘉县林业局".into() });
+        assert_eq!(
+            cell(g, 0, 0),
+            &Cell {
+                row: 0,
+                col: 0,
+                rowspan: 1,
+                colspan: 6,
+                text: "分管政务信息领导及信息员登记表".into()
+            }
+        );
+        assert_eq!(
+            cell(g, 1, 1),
+            &Cell {
+                row: 1,
+                col: 1,
+                rowspan: 1,
+                colspan: 2,
+                text: "永嘉县林业局".into()
+            }
+        );
         assert_eq!(text_at(g, 1, 3), "地 址");
-        assert_eq!(cell(g, 2, 0), &Cell { row: 2, col: 0, rowspan: 2, colspan: 1, text: "联系方式".into() });
+        assert_eq!(
+            cell(g, 2, 0),
+            &Cell {
+                row: 2,
+                col: 0,
+                rowspan: 2,
+                colspan: 1,
+                text: "联系方式".into()
+            }
+        );
         // The row under a row-spanning cell starts with a covered cell.
         assert_eq!(text_at(g, 3, 1), "宅 电");
     }
@@ -243,7 +298,10 @@ mod tests {
         assert_eq!(text_at(g, 2, 4), "13805775470");
         assert_eq!(text_at(g, 3, 2), "a&b 一");
         assert_eq!(text_at(g, 4, 1), "第一行\n第二行 x");
-        assert!(!all_text(&x).contains("批注"), "annotations are not displayed");
+        assert!(
+            !all_text(&x).contains("批注"),
+            "annotations are not displayed"
+        );
     }
 
     #[test]
@@ -270,22 +328,40 @@ mod tests {
         assert_eq!(x.meta.get("author"), Some(&"初始作者".into()));
         assert_eq!(x.meta.get("created"), Some(&"2007-05-14T08:30:00".into()));
         assert_eq!(x.meta.get("modified"), Some(&"2007-05-16T09:05:00".into()));
-        assert_eq!(x.meta.get("application"), Some(&"LibreOffice/7.4.7.2$Linux_X86_64".into()));
+        assert_eq!(
+            x.meta.get("application"),
+            Some(&"LibreOffice/7.4.7.2$Linux_X86_64".into())
+        );
     }
 
     #[test]
     fn repeated_content_beyond_limit_is_too_large() {
         let err = read(&fixture("repeated_content.ods"), &ReadLimits::default()).unwrap_err();
-        assert!(matches!(&err, ReadError::TooLarge(m) if m.contains("20000")), "{err:?}");
-        let limits = ReadLimits { max_cells: 5, ..ReadLimits::default() };
-        assert!(matches!(read(&fixture("form.ods"), &limits), Err(ReadError::TooLarge(_))));
+        assert!(
+            matches!(&err, ReadError::TooLarge(m) if m.contains("20000")),
+            "{err:?}"
+        );
+        let limits = ReadLimits {
+            max_cells: 5,
+            ..ReadLimits::default()
+        };
+        assert!(matches!(
+            read(&fixture("form.ods"), &limits),
+            Err(ReadError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn damaged_inputs() {
         let limits = ReadLimits::default();
-        assert!(matches!(read(b"not a zip", &limits), Err(ReadError::Damaged(_))));
-        assert!(matches!(read(&fixture("paragraphs.docx"), &limits), Err(ReadError::Damaged(_))));
+        assert!(matches!(
+            read(b"not a zip", &limits),
+            Err(ReadError::Damaged(_))
+        ));
+        assert!(matches!(
+            read(&fixture("paragraphs.docx"), &limits),
+            Err(ReadError::Damaged(_))
+        ));
     }
 
     #[test]
@@ -304,7 +380,9 @@ mod tests {
             let _ = read(b, &limits);
         });
         let mut archive = super::super::ooxml::open_archive(&bytes, &limits).unwrap();
-        let xml = read_part(&mut archive, "content.xml", &limits).unwrap().unwrap();
+        let xml = read_part(&mut archive, "content.xml", &limits)
+            .unwrap()
+            .unwrap();
         mutants(&xml, 300, |xml| {
             let _ = read_content(xml, &mut CellBudget::new(&limits));
         });

@@ -64,7 +64,10 @@ fn check_directory(archive: &Archive<'_>, limits: &ReadLimits) -> Result<(), Rea
 
 /// Opens a package after [`check_zip_directory`]'s checks (done on the same
 /// parsed directory, so the central directory is read once).
-pub(crate) fn open_archive<'a>(bytes: &'a [u8], limits: &ReadLimits) -> Result<Archive<'a>, ReadError> {
+pub(crate) fn open_archive<'a>(
+    bytes: &'a [u8],
+    limits: &ReadLimits,
+) -> Result<Archive<'a>, ReadError> {
     let archive = ZipArchive::new(Cursor::new(bytes)).map_err(zip_damaged)?;
     check_directory(&archive, limits)?;
     Ok(archive)
@@ -109,7 +112,9 @@ pub fn read_part(
 
 fn zip_damaged(e: ZipError) -> ReadError {
     match e {
-        ZipError::UnsupportedArchive(msg) if msg == ZipError::PASSWORD_REQUIRED => ReadError::Encrypted,
+        ZipError::UnsupportedArchive(msg) if msg == ZipError::PASSWORD_REQUIRED => {
+            ReadError::Encrypted
+        }
         ZipError::InvalidPassword => ReadError::Encrypted,
         other => ReadError::Damaged(format!("压缩包无法读取：{other}")),
     }
@@ -214,9 +219,11 @@ fn predefined_entity(name: &[u8]) -> Option<char> {
 /// The value of the attribute with local name `local`, references decoded
 /// the same way as text (unknown entities dropped).
 pub(crate) fn attr(element: &BytesStart<'_>, local: &[u8]) -> Option<String> {
-    element.attributes().with_checks(false).flatten().find_map(|a| {
-        (a.key.local_name().as_ref() == local).then(|| unescape_attr(&a.value))
-    })
+    element
+        .attributes()
+        .with_checks(false)
+        .flatten()
+        .find_map(|a| (a.key.local_name().as_ref() == local).then(|| unescape_attr(&a.value)))
 }
 
 /// An attribute as a number; absent or unparsable values give `None`.
@@ -232,7 +239,11 @@ fn unescape_attr(raw: &[u8]) -> String {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
         // A reference is short; a lone `&` (invalid but seen) is kept as is.
-        match rest.get(1..).and_then(|r| r.find(';')).filter(|end| *end <= 32) {
+        match rest
+            .get(1..)
+            .and_then(|r| r.find(';'))
+            .filter(|end| *end <= 32)
+        {
             Some(end) => {
                 let name = &rest[1..=end];
                 let decoded = match name.strip_prefix('#') {
@@ -261,17 +272,36 @@ fn parse_char_ref(num: &str) -> Option<char> {
 }
 
 /// Reads the text of simple metadata elements (`dc:creator`,
-/// `meta:generator` …) into `meta`. `fields` maps an element's local name to
-/// a meta key; when several elements map to one key, the earlier entry of
-/// `fields` wins. Metadata is a courtesy: a damaged metadata part leaves
-/// what could be read and is not an error.
-pub(crate) fn read_meta_fields(xml: &[u8], fields: &[(&[u8], &str)], meta: &mut Meta) {
+/// `meta:generator` …) of the part `name` into `meta`. `fields` maps an
+/// element's local name to a meta key; when several elements map to one
+/// key, the earlier entry of `fields` wins. Metadata is a courtesy: a
+/// missing or damaged metadata part leaves what could be read and is not an
+/// error; only the size limits still apply.
+pub(crate) fn read_meta_part(
+    archive: &mut Archive<'_>,
+    name: &str,
+    limits: &ReadLimits,
+    fields: &[(&[u8], &str)],
+    meta: &mut Meta,
+) -> Result<(), ReadError> {
+    match read_part(archive, name, limits) {
+        Ok(Some(xml)) => read_meta_fields(&xml, fields, meta),
+        Ok(None) | Err(ReadError::Damaged(_)) => {}
+        Err(other) => return Err(other),
+    }
+    Ok(())
+}
+
+fn read_meta_fields(xml: &[u8], fields: &[(&[u8], &str)], meta: &mut Meta) {
     let mut found: HashMap<usize, String> = HashMap::new();
     let mut current: Option<(usize, String)> = None;
     let _ = walk_xml(xml, "meta", |event| {
         match event {
             XmlEvent::Open(name, _) => {
-                current = fields.iter().position(|(local, _)| *local == name).map(|i| (i, String::new()));
+                current = fields
+                    .iter()
+                    .position(|(local, _)| *local == name)
+                    .map(|i| (i, String::new()));
             }
             XmlEvent::Text(text) => {
                 if let Some((_, value)) = current.as_mut() {
@@ -291,7 +321,8 @@ pub(crate) fn read_meta_fields(xml: &[u8], fields: &[(&[u8], &str)], meta: &mut 
     });
     for (index, (_, key)) in fields.iter().enumerate() {
         if let Some(value) = found.remove(&index) {
-            meta.entry((*key).to_string()).or_insert(serde_json::Value::String(value));
+            meta.entry((*key).to_string())
+                .or_insert(serde_json::Value::String(value));
         }
     }
 }
@@ -310,13 +341,19 @@ pub(crate) struct CellBudget {
 
 impl CellBudget {
     pub(crate) fn new(limits: &ReadLimits) -> Self {
-        Self { used: 0, limit: limits.max_cells }
+        Self {
+            used: 0,
+            limit: limits.max_cells,
+        }
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<(), ReadError> {
         self.used = self.used.saturating_add(n);
         if self.used > self.limit {
-            return Err(ReadError::TooLarge(format!("表格单元格超过上限 {} 个", self.limit)));
+            return Err(ReadError::TooLarge(format!(
+                "表格单元格超过上限 {} 个",
+                self.limit
+            )));
         }
         Ok(())
     }
@@ -332,7 +369,10 @@ pub(crate) struct TextLines {
 
 impl TextLines {
     pub(crate) fn new() -> Self {
-        Self { grid: Grid::new("text"), row: 0 }
+        Self {
+            grid: Grid::new("text"),
+            row: 0,
+        }
     }
 
     /// Adds one line (or paragraph); blank ones are dropped.
@@ -415,7 +455,15 @@ pub(crate) struct TableStack {
 impl TableStack {
     /// `prefix` names the grids (`table` → `table 1`, `table 1.2`).
     pub(crate) fn new(prefix: &'static str, finish: CellFinisher) -> Self {
-        Self { prefix, finish, slots: Vec::new(), open: Vec::new(), ignored: 0, top_level: 0, cells_started: 0 }
+        Self {
+            prefix,
+            finish,
+            slots: Vec::new(),
+            open: Vec::new(),
+            ignored: 0,
+            top_level: 0,
+            cells_started: 0,
+        }
     }
 
     /// Number of top-level tables seen.
@@ -428,7 +476,11 @@ impl TableStack {
     }
 
     fn active(&mut self) -> Option<&mut OpenTable> {
-        if self.ignored > 0 { None } else { self.open.last_mut() }
+        if self.ignored > 0 {
+            None
+        } else {
+            self.open.last_mut()
+        }
     }
 
     pub(crate) fn open_table(&mut self, budget: &mut CellBudget) -> Result<(), ReadError> {
@@ -469,7 +521,9 @@ impl TableStack {
             return Ok(());
         }
         self.end_cell(budget)?;
-        let Some(table) = self.open.pop() else { return Ok(()) };
+        let Some(table) = self.open.pop() else {
+            return Ok(());
+        };
         let mut grid = Grid::new(table.name);
         for cell in table.cells {
             grid.push(cell);
@@ -530,7 +584,9 @@ impl TableStack {
         self.end_cell(budget)?;
         self.cells_started += 1;
         let serial = self.cells_started;
-        let Some(table) = self.active() else { return Ok(()) };
+        let Some(table) = self.active() else {
+            return Ok(());
+        };
         if find_free {
             table.col = first_free_column(&mut table.spans, table.row, table.col);
         }
@@ -566,8 +622,12 @@ impl TableStack {
             return Ok(());
         }
         let finish = self.finish;
-        let Some(table) = self.open.last_mut() else { return Ok(()) };
-        let Some(cell) = table.cell.take() else { return Ok(()) };
+        let Some(table) = self.open.last_mut() else {
+            return Ok(());
+        };
+        let Some(cell) = table.cell.take() else {
+            return Ok(());
+        };
         let text = finish(&cell);
         table.col = cell.col.saturating_add(cell.colspan);
         if cell.merge_up
@@ -591,7 +651,13 @@ impl TableStack {
             table.spans.insert(cell.col, (last_col, last_row));
         }
         table.starts.insert(cell.col, table.cells.len());
-        table.cells.push(Cell { row: cell.row, col: cell.col, rowspan: cell.rowspan, colspan: cell.colspan, text });
+        table.cells.push(Cell {
+            row: cell.row,
+            col: cell.col,
+            rowspan: cell.rowspan,
+            colspan: cell.colspan,
+            text,
+        });
         Ok(())
     }
 
@@ -627,16 +693,25 @@ pub(crate) mod test_support {
     use crate::grid::{Cell, Extracted, Grid};
 
     pub(crate) fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/fixtures/office/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/office/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
     pub(crate) fn grid<'a>(x: &'a Extracted, name: &str) -> &'a Grid {
-        x.grids.iter().find(|g| g.name == name).unwrap_or_else(|| panic!("no grid {name} in {x:#?}"))
+        x.grids
+            .iter()
+            .find(|g| g.name == name)
+            .unwrap_or_else(|| panic!("no grid {name} in {x:#?}"))
     }
 
     pub(crate) fn cell(g: &Grid, row: u32, col: u32) -> &Cell {
-        g.cells.iter().find(|c| c.row == row && c.col == col).unwrap_or_else(|| panic!("no cell {row},{col} in {g:#?}"))
+        g.cells
+            .iter()
+            .find(|c| c.row == row && c.col == col)
+            .unwrap_or_else(|| panic!("no cell {row},{col} in {g:#?}"))
     }
 
     pub(crate) fn text_at(g: &Grid, row: u32, col: u32) -> &str {
@@ -645,7 +720,12 @@ pub(crate) mod test_support {
 
     /// All cell text of all grids, for "never contains" checks.
     pub(crate) fn all_text(x: &Extracted) -> String {
-        x.grids.iter().flat_map(|g| &g.cells).map(|c| c.text.as_str()).collect::<Vec<_>>().join("|")
+        x.grids
+            .iter()
+            .flat_map(|g| &g.cells)
+            .map(|c| c.text.as_str())
+            .collect::<Vec<_>>()
+            .join("|")
     }
 
     /// Calls `f` with `rounds` deterministic mutants of `seed`: truncations
@@ -653,8 +733,14 @@ pub(crate) mod test_support {
     pub(crate) fn mutants(seed: &[u8], rounds: usize, mut f: impl FnMut(&[u8])) {
         let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut below = |n: usize| {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            if n == 0 { 0 } else { ((state >> 33) as usize) % n }
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            if n == 0 {
+                0
+            } else {
+                ((state >> 33) as usize) % n
+            }
         };
         for _ in 0..rounds {
             let mut bytes = seed.to_vec();
@@ -680,19 +766,29 @@ mod tests {
 
     #[test]
     fn directory_within_limits_passes() {
-        assert_eq!(check_zip_directory(&fixture("form.docx"), &ReadLimits::default()), Ok(()));
+        assert_eq!(
+            check_zip_directory(&fixture("form.docx"), &ReadLimits::default()),
+            Ok(())
+        );
     }
 
     #[test]
     fn too_many_entries_is_too_large() {
-        let limits = ReadLimits { max_zip_entries: 3, ..ReadLimits::default() };
+        let limits = ReadLimits {
+            max_zip_entries: 3,
+            ..ReadLimits::default()
+        };
         let err = check_zip_directory(&fixture("form.docx"), &limits).unwrap_err();
-        assert!(matches!(&err, ReadError::TooLarge(m) if m.contains("上限 3 个")), "{err:?}");
+        assert!(
+            matches!(&err, ReadError::TooLarge(m) if m.contains("上限 3 个")),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn declared_huge_part_is_too_large() {
-        let err = check_zip_directory(&fixture("declared_3gb.docx"), &ReadLimits::default()).unwrap_err();
+        let err =
+            check_zip_directory(&fixture("declared_3gb.docx"), &ReadLimits::default()).unwrap_err();
         assert!(
             matches!(&err, ReadError::TooLarge(m) if m.contains("3000000000 字节") && m.contains("word/document.xml")),
             "{err:?}"
@@ -702,19 +798,34 @@ mod tests {
     #[test]
     fn real_zero_bomb_is_too_large_by_directory_and_by_reading() {
         let bytes = fixture("zeros_60mb.docx");
-        assert!(matches!(check_zip_directory(&bytes, &ReadLimits::default()), Err(ReadError::TooLarge(_))));
+        assert!(matches!(
+            check_zip_directory(&bytes, &ReadLimits::default()),
+            Err(ReadError::TooLarge(_))
+        ));
         // Even if the directory check were skipped, reading stops at the limit.
         let mut archive = ZipArchive::new(Cursor::new(bytes.as_slice())).unwrap();
-        let limits = ReadLimits { max_part_bytes: 1 << 20, ..ReadLimits::default() };
+        let limits = ReadLimits {
+            max_part_bytes: 1 << 20,
+            ..ReadLimits::default()
+        };
         let err = read_part(&mut archive, "word/media/zeros.bin", &limits).unwrap_err();
-        assert!(matches!(&err, ReadError::TooLarge(m) if m.contains("1048576")), "{err:?}");
+        assert!(
+            matches!(&err, ReadError::TooLarge(m) if m.contains("1048576")),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn total_size_limit() {
-        let limits = ReadLimits { max_total_bytes: 100, ..ReadLimits::default() };
+        let limits = ReadLimits {
+            max_total_bytes: 100,
+            ..ReadLimits::default()
+        };
         let err = check_zip_directory(&fixture("form.docx"), &limits).unwrap_err();
-        assert!(matches!(&err, ReadError::TooLarge(m) if m.contains("总量上限 100")), "{err:?}");
+        assert!(
+            matches!(&err, ReadError::TooLarge(m) if m.contains("总量上限 100")),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -722,20 +833,29 @@ mod tests {
         let bytes = fixture("form.docx");
         let mut archive = ZipArchive::new(Cursor::new(bytes.as_slice())).unwrap();
         let limits = ReadLimits::default();
-        assert_eq!(read_part(&mut archive, "word/nothing.xml", &limits), Ok(None));
-        let part = read_part(&mut archive, "WORD/Document.XML", &limits).unwrap().unwrap();
+        assert_eq!(
+            read_part(&mut archive, "word/nothing.xml", &limits),
+            Ok(None)
+        );
+        let part = read_part(&mut archive, "WORD/Document.XML", &limits)
+            .unwrap()
+            .unwrap();
         assert!(part.starts_with(b"<?xml"));
     }
 
     #[test]
     fn not_a_zip_is_damaged() {
-        let err = check_zip_directory(b"\xD0\xCF\x11\xE0 not a zip", &ReadLimits::default()).unwrap_err();
+        let err =
+            check_zip_directory(b"\xD0\xCF\x11\xE0 not a zip", &ReadLimits::default()).unwrap_err();
         assert!(matches!(err, ReadError::Damaged(_)));
     }
 
     #[test]
     fn attribute_references_decoded_unknown_dropped() {
-        assert_eq!(unescape_attr(b"a&amp;b&#x4E00;&#20108;&lol;c&d"), "a&b一二c&d");
+        assert_eq!(
+            unescape_attr(b"a&amp;b&#x4E00;&#20108;&lol;c&d"),
+            "a&b一二c&d"
+        );
     }
 
     #[test]

@@ -91,7 +91,9 @@ pub fn read_xls(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadErro
     let mut budget = limits.max_cells;
     for name in &names {
         // Chart sheets and macro sheets have no cells; skip what fails.
-        let Ok(range) = wb.worksheet_range(name) else { continue };
+        let Ok(range) = wb.worksheet_range(name) else {
+            continue;
+        };
         let (r0, c0) = range.start().unwrap_or((0, 0));
         let mut grid = Grid::new(name.clone());
         for (r, c, value) in range.used_cells() {
@@ -131,7 +133,10 @@ fn map_error(text: &str) -> ReadError {
 
 fn fill_meta(meta: &mut Meta, props: calamine::WorkbookProperties) {
     let mut put = |key: &str, value: Option<String>| {
-        if let Some(v) = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+        if let Some(v) = value
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+        {
             meta.insert(key.into(), v.into());
         }
     };
@@ -219,7 +224,9 @@ fn render_float(f: f64) -> String {
     let shown = format!("{f}");
     if let Some((year, frac)) = shown.split_once('.')
         && frac == "1"
-        && year.parse::<u32>().is_ok_and(|y| (1900..=2100).contains(&y))
+        && year
+            .parse::<u32>()
+            .is_ok_and(|y| (1900..=2100).contains(&y))
     {
         return format!("{year}.10");
     }
@@ -245,7 +252,13 @@ mod tests {
         g.push(Cell::new(0, 0, "联系方式"));
         g.push(Cell::new(1, 0, "stale"));
         g.push(Cell::new(0, 1, "办电"));
-        apply_merges(&mut g, &[Dimensions { start: (0, 0), end: (2, 0) }]);
+        apply_merges(
+            &mut g,
+            &[Dimensions {
+                start: (0, 0),
+                end: (2, 0),
+            }],
+        );
         assert_eq!(g.cells.len(), 2);
         assert_eq!(g.cells[0].rowspan, 3);
     }

@@ -17,13 +17,19 @@ pub fn read(bytes: &[u8], limits: &ReadLimits) -> Extracted {
 
 /// Reads decoded plain text: one cell per non-empty line.
 pub fn read_str(text: &str, limits: &ReadLimits) -> Extracted {
-    Extracted { grids: vec![lines_grid("body", text, limits)], ..Extracted::default() }
+    Extracted {
+        grids: vec![lines_grid("body", text, limits)],
+        ..Extracted::default()
+    }
 }
 
 /// One cell per non-empty line, at most `limits.max_cells` lines.
 pub fn lines_grid(name: &str, text: &str, limits: &ReadLimits) -> Grid {
     let mut grid = Grid::new(name);
-    let lines = text.lines().map(crate::grid::clean_text).filter(|l| !l.is_empty());
+    let lines = text
+        .lines()
+        .map(crate::grid::clean_text)
+        .filter(|l| !l.is_empty());
     for (row, line) in lines.take(limits.max_cells).enumerate() {
         grid.push(Cell::new(u32::try_from(row).unwrap_or(u32::MAX), 0, line));
     }
@@ -31,8 +37,15 @@ pub fn lines_grid(name: &str, text: &str, limits: &ReadLimits) -> Grid {
 }
 
 fn looks_like_html(text: &str) -> bool {
-    let head: String = text.chars().take(2048).collect::<String>().to_ascii_lowercase();
-    head.contains("<html") || head.contains("<table") || head.contains("<body") || head.contains("<br")
+    let head: String = text
+        .chars()
+        .take(2048)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    head.contains("<html")
+        || head.contains("<table")
+        || head.contains("<body")
+        || head.contains("<br")
 }
 
 #[cfg(test)]
