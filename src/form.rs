@@ -658,6 +658,40 @@ mod tests {
     }
 
     #[test]
+    fn side_by_side_parts_and_section_title_rows() {
+        let g = grid(&[
+            &["单位", "县统计局"],
+            &["分管领导", "林一", "信息员", "周二"],
+            &["职务", "副局长", "职务", "科员"],
+            &["手机", "13800000001", "手机", "13800000002"],
+        ]);
+        let f = &extract(&g)[0];
+        assert_eq!(get(f, Field::LeaderTitle), Some("副局长"));
+        assert_eq!(get(f, Field::OfficerTitle), Some("科员"));
+        assert_eq!(get(f, Field::OfficerMobile), Some("13800000002"));
+
+        let mut g = grid(&[
+            &["分管领导情况"],
+            &["姓名", "林一", "手机", "13800000001"],
+            &["信息员情况"],
+            &["姓名", "周二", "手机", "13800000002"],
+            &["个人简历"],
+            &["2001.09 参加工作"],
+        ]);
+        for c in &mut g.cells {
+            if c.text.ends_with("情况") || c.text == "个人简历" || c.text.starts_with("2001")
+            {
+                c.colspan = 4;
+            }
+        }
+        let f = &extract(&g)[0];
+        assert_eq!(get(f, Field::LeaderName), Some("林一"));
+        assert_eq!(get(f, Field::OfficerName), Some("周二"));
+        assert_eq!(get(f, Field::OfficerMobile), Some("13800000002"));
+        assert_eq!(get(f, Field::OfficerResume), Some("2001.09 参加工作"));
+    }
+
+    #[test]
     fn values_under_a_header_row() {
         let g = grid(&[
             &["单位", "地址", "传真"],

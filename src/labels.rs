@@ -267,12 +267,17 @@ fn classify_normalized(norm: &str) -> Option<Label> {
     if let Some((key, _)) = FIELD_WORDS.iter().find(|(_, words)| words.contains(&norm)) {
         return Some(Label::Field(*key));
     }
+    // Section title rows: 分管领导情况, 信息员基本情况.
+    let bare = ["基本情况", "情况", "基本信息"]
+        .iter()
+        .find_map(|s| norm.strip_suffix(s))
+        .unwrap_or(norm);
     for (section, words) in [
         (Section::Leader, LEADER_WORDS),
         (Section::Officer, OFFICER_WORDS),
     ] {
         for w in words {
-            if norm == *w {
+            if norm == *w || bare == *w {
                 return Some(Label::Anchor {
                     section,
                     named: false,
@@ -370,6 +375,13 @@ mod tests {
             Some(Label::Title)
         );
         assert_eq!(classify("单位主要\n领导意见"), Some(Label::Other));
+        assert_eq!(
+            classify("信息员基本情况"),
+            Some(Label::Anchor {
+                section: Section::Officer,
+                named: false
+            })
+        );
     }
 
     #[test]
