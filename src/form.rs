@@ -180,12 +180,19 @@ fn split_inline(text: &str) -> Vec<(String, Option<Label>)> {
     if starts.is_empty() {
         return split_spaced(text);
     }
-    let trim = |s: &str| {
-        s.trim_matches(|c: char| is_separator(c) || is_colon(c))
-            .to_string()
+    // Separators between pairs go; a value's own ending (the `。` of a
+    // résumé that ends the line) stays, as written.
+    let trim = |s: &str, last: bool| {
+        let s = s.trim_start_matches(|c: char| is_separator(c) || is_colon(c));
+        if last {
+            s.trim_end().to_string()
+        } else {
+            s.trim_end_matches(|c: char| is_separator(c) || c == '、')
+                .to_string()
+        }
     };
     let mut out = Vec::new();
-    let head = trim(&text[..starts[0].0]);
+    let head = trim(&text[..starts[0].0], false);
     if !head.is_empty() {
         out.push((head, None));
     }
@@ -194,7 +201,7 @@ fn split_inline(text: &str) -> Vec<(String, Option<Label>)> {
         let label_text = text[starts[i].0..colon].to_string();
         out.push((label_text, Some(label)));
         let colon_len = text[colon..].chars().next().map_or(1, char::len_utf8);
-        let value = trim(&text[colon + colon_len..end]);
+        let value = trim(&text[colon + colon_len..end], i + 1 == starts.len());
         if !value.is_empty() {
             out.push((value, None));
         }
@@ -478,6 +485,11 @@ impl Layout {
                             .unwrap_or_else(|| self.section_of(header));
                         labels::field_for(key, section)
                     }
+                    // A header row naming the person: 分管领导姓名 | 职务 | …
+                    Label::Anchor {
+                        section,
+                        named: true,
+                    } => labels::field_for(Key::Name, section),
                     Label::Anchor { section, .. } => {
                         let row_label = self.row_label(i)?;
                         match self.label(row_label)? {

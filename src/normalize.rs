@@ -28,7 +28,11 @@ pub fn normalize(field: Field, raw: &str) -> Normalized {
     }
     let text = |s: String| Value::Text(s);
     match field.kind() {
-        Kind::Name => Normalized::Ok(text(squeeze_cjk(raw))),
+        Kind::Name => {
+            // A sentence's full stop after a typed name is not part of it.
+            let bare = raw.trim_end_matches(['。', '，', '；', ',', ';', '.']);
+            Normalized::Ok(text(squeeze_cjk(bare)))
+        }
         Kind::Text => Normalized::Ok(text(fold_space(raw))),
         Kind::Mobile => match mobile(raw) {
             Some(m) => Normalized::Ok(text(m)),

@@ -119,8 +119,10 @@ fn golden_files() {
                 continue;
             }
         };
-        let expected_path = root.join(beside(input, ".json"));
-        let actual_path = root.join(beside(input, ".actual.json"));
+        // Relative to the crate root, for messages; joined to `root` for I/O.
+        let expected_rel = beside(input, ".json");
+        let actual_rel = beside(input, ".actual.json");
+        let (expected_path, actual_path) = (root.join(&expected_rel), root.join(&actual_rel));
         if bless {
             fs::write(&expected_path, pretty(&got)).expect("write expected file");
             let _ = fs::remove_file(&actual_path);
@@ -133,7 +135,7 @@ fn golden_files() {
                 failures.push(format!(
                     "{}: no expected file {} (run with XXDC_BLESS=1, then review it)",
                     input.display(),
-                    expected_path.display()
+                    expected_rel.display()
                 ));
                 continue;
             }
@@ -148,7 +150,7 @@ fn golden_files() {
         failures.push(format!(
             "{} (actual output in {}):\n    {}",
             input.display(),
-            actual_path.display(),
+            actual_rel.display(),
             diffs.join("\n    ")
         ));
     }

@@ -151,6 +151,9 @@ pub(crate) enum Flow {
 /// leaves their meaning to us: the five predefined entities and numeric
 /// character references are decoded, every other reference is dropped, and
 /// a DOCTYPE is ignored — so an entity-expansion bomb expands to nothing.
+/// A DOCTYPE that declares entities is refused outright: Office and ODF
+/// writers never produce one (Word itself rejects a DTD), so the file was
+/// crafted, and staff are told so rather than shown a quietly emptied form.
 pub(crate) fn walk_xml(
     xml: &[u8],
     part: &str,
@@ -191,6 +194,11 @@ pub(crate) fn walk_xml(
                 if let Some(ch) = resolve_reference(&reference) {
                     f(XmlEvent::Text(ch.encode_utf8(&mut [0; 4])))?;
                 }
+            }
+            Event::DocType(doctype) if doctype.windows(8).any(|w| w == b"<!ENTITY") => {
+                return Err(ReadError::Damaged(format!(
+                    "{part} 含有 DTD 实体声明（正常的 Office 文件不会有），疑似实体扩展攻击，未读取"
+                )));
             }
             Event::Eof => return Ok(()),
             _ => {}
@@ -860,7 +868,7 @@ mod tests {
 
     #[test]
     fn walker_drops_unknown_entities_and_ignores_doctype() {
-        let xml = br#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><r>x&b;&lt;&#x4E00;y</r>"#;
+        let xml = br#"<?xml version="1.0"?><!DOCTYPE r SYSTEM "r.dtd"><r>x&b;&lt;&#x4E00;y</r>"#;
         let mut text = String::new();
         walk_xml(xml, "t", |e| {
             if let XmlEvent::Text(t) = e {
@@ -870,6 +878,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(text, "x<一y");
+    }
+
+    #[test]
+    fn walker_refuses_entity_declarations() {
+        let xml = br#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;">]><r>x&b;</r>"#;
+        let result = walk_xml(xml, "t", |_| Ok(Flow::Descend));
+        assert!(matches!(result, Err(ReadError::Damaged(m)) if m.contains("实体")));
     }
 
     #[test]

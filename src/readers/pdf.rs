@@ -614,6 +614,22 @@ impl Table {
     }
 
     /// The merged cell holding a point inside the table.
+    /// Whether a point lies within `slack` left or right of the table, at
+    /// the height of one of its rows.
+    fn overflows(&self, (x, y): (f64, f64), slack: f64) -> bool {
+        match (
+            self.xs.first(),
+            self.xs.last(),
+            self.ys.first(),
+            self.ys.last(),
+        ) {
+            (Some(&x0), Some(&x1), Some(&y0), Some(&y1)) => {
+                y > y0 && y < y1 && ((x > x1 && x <= x1 + slack) || (x < x0 && x >= x0 - slack))
+            }
+            _ => false,
+        }
+    }
+
     fn cell_at(&self, (x, y): (f64, f64)) -> Option<usize> {
         let band = |edges: &[f64], v: f64| -> Option<usize> {
             let i = edges.partition_point(|&e| e <= v);
@@ -693,6 +709,15 @@ fn build_tables(page: &PageContent, limits: &ReadLimits) -> (Vec<Grid>, Vec<Glyp
             .iter()
             .enumerate()
             .find(|(_, t)| t.contains(center))
+            .or_else(|| {
+                // Text that overflows a table's outer border (a value longer
+                // than its cell, as Excel prints it) belongs to the border
+                // cell of its row, not to the text around the table.
+                tables
+                    .iter()
+                    .enumerate()
+                    .find(|(_, t)| t.overflows(center, 2.0 * g.em))
+            })
             .and_then(|(ti, t)| Some((ti, t.cell_at(center)?)));
         match hit {
             Some((ti, ci)) => per_cell[ti][ci].push(g.clone()),
