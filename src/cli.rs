@@ -43,6 +43,32 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// 运行服务：收取所有邮件来源并处理（由 systemd 启动）
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// 只收取一遍所有来源并处理完毕后退出
+        #[arg(long)]
+        once: bool,
+    },
+    /// 查看各单位报送情况、邮件来源状态和待人工处理的邮件
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// 以 JSON 输出
+        #[arg(long)]
+        json: bool,
+    },
+    /// 对已保存的全部原始邮件重新处理（更换名单或升级程序后使用）
+    Reprocess {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// 数据库操作
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
     /// 配置文件相关操作
     Config {
         #[command(subcommand)]
@@ -55,6 +81,15 @@ enum Command {
         limits: String,
         memory_mb: String,
         cpu_seconds: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbAction {
+    /// 创建或升级数据库结构
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -96,6 +131,12 @@ pub fn main() -> i32 {
                 Command::Config {
                     action: ConfigAction::Check { config },
                 } => config_check(config.as_deref()),
+                Command::Run { config, once } => with_runtime(run(config, once)),
+                Command::Status { config, json } => with_runtime(status(config, json)),
+                Command::Reprocess { config } => with_runtime(reprocess(config)),
+                Command::Db {
+                    action: DbAction::Migrate { config },
+                } => with_runtime(migrate(config)),
                 Command::Read { .. } => 2,
             }
         }
@@ -104,10 +145,12 @@ pub fn main() -> i32 {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // One event a line, no colours when journald (not a terminal) reads it.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -213,4 +256,181 @@ fn parse(config: Option<&Path>, roster: Option<&Path>, json: bool, files: &[Path
         );
     }
     status
+}
+
+fn with_runtime(f: impl std::future::Future<Output = i32>) -> i32 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("无法启动运行环境：{e}");
+            70
+        }
+    }
+}
+
+/// Loads the config for a service command, or reports and gives the exit
+/// code.
+fn service_config(path: Option<PathBuf>) -> Result<Config, i32> {
+    let path = path.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    Config::load(&path).map_err(|e| {
+        eprintln!("{e}");
+        EXIT_CONFIG
+    })
+}
+
+async fn open_app(config: Config) -> Result<crate::daemon::App, i32> {
+    let isolation = Isolation::current_exe(config.limits.child);
+    crate::daemon::App::open(config, isolation, crate::clock::Clock::System)
+        .await
+        .map_err(|e| {
+            eprintln!("{e}");
+            match e {
+                crate::daemon::DaemonError::Config(_) | crate::daemon::DaemonError::Roster(_) => {
+                    EXIT_CONFIG
+                }
+                _ => 1,
+            }
+        })
+}
+
+async fn run(config: Option<PathBuf>, once: bool) -> i32 {
+    let config = match service_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let app = match open_app(config).await {
+        Ok(a) => std::sync::Arc::new(a),
+        Err(code) => return code,
+    };
+    let opts = crate::daemon::RunOptions { once };
+    match crate::daemon::run(app, opts, shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "service stopped on an error");
+            1
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the service can still be stopped by kill -9.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+async fn status(config: Option<PathBuf>, json: bool) -> i32 {
+    let config = match service_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let roster = match config.roster.as_deref().map(Roster::load).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let store = match crate::store::Store::open(&config.database_url).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let now = crate::clock::Clock::System.now();
+    match crate::status::build(&store, &config, roster.as_ref(), now).await {
+        Ok(status) if json => {
+            println!("{}", serde_json::to_string(&status).unwrap_or_default());
+            0
+        }
+        Ok(status) => {
+            print!("{}", status.to_text());
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+async fn reprocess(config: Option<PathBuf>) -> i32 {
+    let config = match service_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let app = match open_app(config).await {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let total = match app.intake.store().requeue_all().await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("重新处理 {bar:40} {pos}/{len} 封（{eta}）")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        match app.intake.step(app.clock.now()).await {
+            Ok(crate::intake::Step::Idle) => break,
+            Ok(_) => bar.inc(1),
+            Err(e) => {
+                bar.abandon();
+                eprintln!("{e}");
+                return 1;
+            }
+        }
+    }
+    bar.finish();
+    println!("已重新处理 {total} 封邮件。");
+    0
+}
+
+async fn migrate(config: Option<PathBuf>) -> i32 {
+    let config = match service_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::store::Store::open(&config.database_url).await {
+        Ok(_) => {
+            println!("数据库结构已是最新：{}", redact_url(&config.database_url));
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }

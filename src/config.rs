@@ -37,6 +37,17 @@ pub struct RawConfig {
     pub parse: RawParse,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub service: RawService,
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// A source without a successful poll for this long is shown as stalled
+    /// and logged as an error once (default 30m).
+    pub stall_after: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -85,6 +96,21 @@ pub struct RawSource {
     pub mailbox: Option<String>,
     pub poll_interval: Option<String>,
     pub path: Option<String>,
+    /// First start: take messages since this date (`2007-05-10`), not the
+    /// whole mailbox history.
+    pub since: Option<String>,
+    /// After a message is recorded: `none` (default), `flag` or `move`.
+    pub after_action: Option<String>,
+    /// The keyword set by `after_action = "flag"` (default `$XxdcRecorded`).
+    pub flag: Option<String>,
+    /// The folder for `after_action = "move"`.
+    pub move_to: Option<String>,
+    /// Send the IMAP ID command after login (163.com requires it; default true).
+    pub send_id: Option<bool>,
+    /// Use IDLE when the server offers it (default true).
+    pub idle: Option<bool>,
+    /// Seconds for every network call (default 60).
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +169,26 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Secret {
+    /// Reads the secret's value (trimmed); the error names where it was
+    /// looked for, never the value.
+    pub fn read(&self) -> Result<String, ConfigError> {
+        match self {
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    ConfigError::new(
+                        "password_file",
+                        format!("无法读取密码文件 {}（{e}）", p.display()),
+                    )
+                }),
+            Secret::Env(v) => std::env::var(v)
+                .map(|s| s.trim().to_string())
+                .map_err(|_| ConfigError::new("password_env", format!("环境变量 {v} 未设置"))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tls {
     Implicit,
@@ -159,19 +205,33 @@ pub struct Campaign {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
-    Imap {
-        host: String,
-        port: u16,
-        tls: Tls,
-        ca_file: Option<PathBuf>,
-        username: String,
-        password: Secret,
-        mailbox: String,
-        poll_interval: Duration,
-    },
-    Directory {
-        path: PathBuf,
-    },
+    Imap(Box<ImapSettings>),
+    Directory { path: PathBuf },
+}
+
+/// What to do on the server once a message is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterAction {
+    None,
+    Flag(String),
+    Move(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImapSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password: Secret,
+    pub mailbox: String,
+    pub poll_interval: Duration,
+    pub since: Option<chrono::NaiveDate>,
+    pub after_action: AfterAction,
+    pub send_id: bool,
+    pub idle: bool,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +273,7 @@ pub struct Config {
     pub smtp: Option<Smtp>,
     pub required: Vec<Field>,
     pub limits: Limits,
+    pub stall_after: Duration,
 }
 
 impl Config {
@@ -225,7 +286,19 @@ impl Config {
             )
         })?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| toml_error(&e))?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so that paths taken from it never depend on the working
+        // directory of whoever runs us.
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()))
+            .unwrap_or_default();
         let mut config = Self::check(raw, &base)?;
         config.path = Some(path.to_path_buf());
         Ok(config)
@@ -295,6 +368,17 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
         check_limits(&raw.limits)?;
+        let stall_after = match raw.service.stall_after.as_deref() {
+            None => Duration::from_secs(30 * 60),
+            Some(s) => parse_duration(s)
+                .filter(|d| d.as_secs() >= 60)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "service.stall_after",
+                        format!("应为“30m”这样的时长且不少于 1 分钟，而不是“{s}”"),
+                    )
+                })?,
+        };
         Ok(Self {
             path: None,
             database_url,
@@ -305,6 +389,7 @@ impl Config {
             smtp,
             required,
             limits: raw.limits,
+            stall_after,
         })
     }
 }
@@ -321,6 +406,7 @@ fn unreachable_defaults() -> Config {
         smtp: None,
         required: crate::pipeline::DEFAULT_REQUIRED.to_vec(),
         limits: Limits::default(),
+        stall_after: Duration::from_secs(30 * 60),
     }
 }
 
@@ -496,7 +582,50 @@ fn check_source(
                         )
                     })?,
             };
-            SourceKind::Imap {
+            let since = s
+                .since
+                .as_deref()
+                .map(|d| {
+                    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                        ConfigError::new(
+                            key("since"),
+                            format!("应为“2007-05-10”这样的日期，而不是“{d}”"),
+                        )
+                    })
+                })
+                .transpose()?;
+            let after_action = match s.after_action.as_deref().unwrap_or("none") {
+                "none" => AfterAction::None,
+                "flag" => {
+                    AfterAction::Flag(s.flag.clone().unwrap_or_else(|| "$XxdcRecorded".into()))
+                }
+                "move" => AfterAction::Move(s.move_to.clone().ok_or_else(|| {
+                    ConfigError::new(
+                        key("move_to"),
+                        "after_action = \"move\" 时必须填写目标文件夹 move_to",
+                    )
+                })?),
+                other => {
+                    return Err(ConfigError::new(
+                        key("after_action"),
+                        format!(
+                            "应为 none、flag 或 move，而不是“{other}”（默认 none，从不删除邮件）"
+                        ),
+                    ));
+                }
+            };
+            let timeout = match s.timeout.as_deref() {
+                None => Duration::from_secs(60),
+                Some(t) => parse_duration(t)
+                    .filter(|d| d.as_secs() >= 1)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            key("timeout"),
+                            format!("应为“60s”这样的时长，而不是“{t}”"),
+                        )
+                    })?,
+            };
+            SourceKind::Imap(Box::new(ImapSettings {
                 host,
                 port,
                 tls,
@@ -505,7 +634,12 @@ fn check_source(
                 password,
                 mailbox: s.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
                 poll_interval,
-            }
+                since,
+                after_action,
+                send_id: s.send_id.unwrap_or(true),
+                idle: s.idle.unwrap_or(true),
+                timeout,
+            }))
         }
         "directory" => {
             let path = s

@@ -5,11 +5,15 @@
 //!
 //! See `ARCHITECTURE.md` for how a message flows through these modules.
 
+pub mod archive;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod container;
+pub mod daemon;
 pub mod form;
 pub mod grid;
+pub mod intake;
 pub mod labels;
 pub mod matching;
 pub mod message;
@@ -22,3 +26,6 @@ pub mod report;
 pub mod roster;
 pub mod sandbox;
 pub mod sniff;
+pub mod sources;
+pub mod status;
+pub mod store;

@@ -108,6 +108,11 @@ impl Pipeline {
         }
     }
 
+    /// The fields a registration must carry to count as complete.
+    pub fn required(&self) -> &[Field] {
+        &self.required
+    }
+
     /// Parses one input: an RFC 5322 message or a bare attachment.
     pub fn parse(&self, input: &str, bytes: &[u8]) -> ParseReport {
         let name = std::path::Path::new(input)

@@ -218,7 +218,7 @@ pub fn summary_table(reports: &[ParseReport]) -> String {
 }
 
 /// Aligns columns by display width (a CJK character is two columns wide).
-fn render_table(rows: &[Vec<String>]) -> String {
+pub fn render_table(rows: &[Vec<String>]) -> String {
     use unicode_width::UnicodeWidthStr;
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)

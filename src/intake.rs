@@ -1,0 +1,314 @@
+//! Taking a message in and processing it, exactly once.
+//!
+//! [`Intake::accept`] is what a source calls with raw bytes: the message is
+//! archived (fsynced) and recorded in the ledger before the source may touch
+//! the mailbox. [`Intake::step`] claims one recorded message, runs the
+//! pipeline on it and stores the result in one transaction; a worker that
+//! dies mid-way loses its claim when the lease runs out and the message is
+//! taken again, so every message is recorded exactly once. Sources and the
+//! daemon loop live elsewhere (`crate::sources`, `crate::daemon`).
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::archive::Archive;
+use crate::pipeline::Pipeline;
+use crate::problems::Code;
+use crate::report::ParseReport;
+use crate::store::{
+    self, AttachmentRow, MailboxKey, NewMessage, ProblemRow, Processed, RegistrationRow, Store,
+};
+
+/// Settings of processing.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeSettings {
+    /// Seconds a claim holds before another worker may take the message.
+    pub lease_seconds: i64,
+    /// Tries for a message whose failure was transient.
+    pub max_attempts: i64,
+    /// Seconds before a transient failure is retried (doubled per try).
+    pub retry_seconds: i64,
+}
+
+impl Default for IntakeSettings {
+    fn default() -> Self {
+        Self {
+            lease_seconds: 300,
+            max_attempts: 5,
+            retry_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("无法保存原始邮件：{0}")]
+    Archive(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// What `accept` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: String,
+    /// The content was not stored before (a resend with identical bytes,
+    /// or the same message seen in another folder, is not new).
+    pub new_message: bool,
+    pub new_entry: bool,
+}
+
+/// What one `step` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to do.
+    Idle,
+    Processed {
+        id: String,
+    },
+    Failed {
+        id: String,
+        reason: String,
+        will_retry: bool,
+    },
+}
+
+#[derive(Debug)]
+pub struct Intake {
+    store: Store,
+    archive: Archive,
+    pipeline: Arc<Pipeline>,
+    worker: String,
+    settings: IntakeSettings,
+    /// Woken when a message is accepted, so processing starts at once.
+    pub arrived: Notify,
+}
+
+impl Intake {
+    pub fn new(
+        store: Store,
+        archive: Archive,
+        pipeline: Arc<Pipeline>,
+        settings: IntakeSettings,
+    ) -> Self {
+        let worker = format!(
+            "{}-{}-{:08x}",
+            hostname(),
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        Self {
+            store,
+            archive,
+            pipeline,
+            worker,
+            settings,
+            arrived: Notify::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn archive(&self) -> &Archive {
+        &self.archive
+    }
+
+    /// Keeps a message durably and records where it was seen.
+    pub async fn accept(
+        &self,
+        key: &MailboxKey<'_>,
+        raw: &[u8],
+        original_name: Option<&str>,
+        now: i64,
+    ) -> Result<Accepted, IntakeError> {
+        let archive = self.archive.clone();
+        let bytes = raw.to_vec();
+        let stored = tokio::task::spawn_blocking(move || archive.store(&bytes))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let message_id = header_message_id(raw);
+        let new_message = self
+            .store
+            .record_message(&NewMessage {
+                id: &stored.id,
+                message_id: message_id.as_deref(),
+                original_name,
+                size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
+                archive_path: &stored.rel_path,
+                received_at: now,
+            })
+            .await?;
+        let new_entry = self.store.record_entry(key, &stored.id, now).await?;
+        if new_message {
+            self.arrived.notify_one();
+        }
+        Ok(Accepted {
+            id: stored.id,
+            new_message,
+            new_entry,
+        })
+    }
+
+    /// Claims and processes one message.
+    pub async fn step(&self, now: i64) -> Result<Step, IntakeError> {
+        let s = self.settings;
+        let Some(claimed) = self
+            .store
+            .claim_next(&self.worker, now, s.lease_seconds, s.max_attempts)
+            .await?
+        else {
+            return Ok(Step::Idle);
+        };
+        let raw = match self.archive.read(&claimed.archive_path) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let reason = format!("无法读取存档中的原始邮件：{e}");
+                return self.failed(&claimed, reason, true, now).await;
+            }
+        };
+        let pipeline = Arc::clone(&self.pipeline);
+        let name = claimed
+            .original_name
+            .clone()
+            .unwrap_or_else(|| format!("{}.eml", claimed.id));
+        let report = tokio::task::spawn_blocking(move || pipeline.parse(&name, &raw)).await;
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                // A bug in our own code on this input: permanent for this
+                // version; `reprocess` after an upgrade takes it again.
+                let reason = format!("处理该邮件时程序出错：{e}");
+                return self.failed(&claimed, reason, false, now).await;
+            }
+        };
+        let processed = to_rows(&report, self.pipeline.required());
+        if self
+            .store
+            .finish(&claimed.id, &self.worker, now, &processed)
+            .await?
+        {
+            Ok(Step::Processed { id: claimed.id })
+        } else {
+            // The lease ran out and another worker took the message: its
+            // result counts, ours is dropped.
+            Ok(Step::Idle)
+        }
+    }
+
+    async fn failed(
+        &self,
+        claimed: &store::Claimed,
+        reason: String,
+        transient: bool,
+        now: i64,
+    ) -> Result<Step, IntakeError> {
+        let will_retry = transient && claimed.attempts < self.settings.max_attempts;
+        let retry_at = will_retry
+            .then(|| now + self.settings.retry_seconds * (1 << claimed.attempts.clamp(0, 10)));
+        self.store
+            .fail(&claimed.id, &self.worker, &reason, retry_at)
+            .await?;
+        tracing::warn!(message = %claimed.id, reason = %reason, will_retry, "message failed");
+        Ok(Step::Failed {
+            id: claimed.id.clone(),
+            reason,
+            will_retry,
+        })
+    }
+
+    /// Steps until idle; returns how many messages were processed.
+    pub async fn drain(&self, now: impl Fn() -> i64) -> Result<usize, IntakeError> {
+        let mut n = 0;
+        loop {
+            match self.step(now()).await? {
+                Step::Idle => return Ok(n),
+                Step::Processed { .. } | Step::Failed { .. } => n += 1,
+            }
+        }
+    }
+}
+
+/// The Message-ID header, read from the headers only.
+pub fn header_message_id(raw: &[u8]) -> Option<String> {
+    let parsed = mail_parser::MessageParser::default().parse_headers(raw)?;
+    parsed.message_id().map(|id| format!("<{id}>"))
+}
+
+/// Turns a parse report into rows to store.
+pub fn to_rows(report: &ParseReport, required: &[crate::registration::Field]) -> Processed {
+    let envelope = report.message.as_ref();
+    let json = report.to_json();
+    Processed {
+        from_addr: envelope.and_then(|e| e.from.clone()),
+        from_name: envelope.and_then(|e| e.from_name.clone()),
+        subject: envelope.and_then(|e| e.subject.clone()),
+        date_header: envelope.and_then(|e| e.date.clone()),
+        kind: json["kind"].as_str().unwrap_or("submission").to_string(),
+        sender_unit: report.sender_unit.as_ref().map(|u| u.unit_id.clone()),
+        needs_review: report.needs_review,
+        report: json.to_string(),
+        attachments: report
+            .attachments
+            .iter()
+            .map(|a| AttachmentRow {
+                filename: a.filename.clone(),
+                content_type: a.content_type.clone(),
+                size: i64::try_from(a.size).unwrap_or(i64::MAX),
+                sha256: a.sha256.clone(),
+                format: a.format.to_string(),
+                outcome: serde_json::to_value(a.outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                detail: a.detail.clone(),
+            })
+            .collect(),
+        registrations: report
+            .registrations
+            .iter()
+            .map(|r| {
+                let mut fields = r.to_json();
+                let unit_match = fields["unit_match"].take();
+                if let Some(obj) = fields.as_object_mut() {
+                    obj.remove("source");
+                }
+                let fingerprint = hex::encode(Sha256::digest(fields.to_string().as_bytes()));
+                RegistrationRow {
+                    unit_id: unit_match["unit_id"].as_str().map(String::from),
+                    matched_by: unit_match["by"].as_str().map(String::from),
+                    source_name: r.source.clone(),
+                    fields: r.to_json().to_string(),
+                    fingerprint,
+                    complete: required.iter().all(|f| r.values.contains_key(f)),
+                }
+            })
+            .collect(),
+        problems: report
+            .problems
+            .iter()
+            .map(|p| ProblemRow {
+                field: p.field.map(|f| f.path().to_string()),
+                code: p.code.as_str().to_string(),
+                text: p.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Whether a problem code keeps a unit from counting as registered.
+pub fn blocks_registration(code: Code) -> bool {
+    matches!(
+        code,
+        Code::MissingField | Code::UnitConflict | Code::UnknownUnit
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
