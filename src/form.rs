@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::grid::Grid;
 use crate::labels::{self, Key, Label};
-use crate::registration::{Field, Section};
+use crate::registration::{Field, Kind, Section};
 
 /// Sub-columns per grid column: inline `标签：值` pairs inside one cell become
 /// neighbouring virtual cells without disturbing the real columns.
@@ -513,7 +513,10 @@ impl Layout {
                 std::cmp::Ordering::Greater
             }
         });
-        let mut seen: HashMap<Field, ()> = HashMap::new();
+        // The first value of a field wins, except that a text field (a
+        // résumé written one line per row beside one tall label) gathers
+        // the further values its own label claims.
+        let mut claimed_by: HashMap<Field, Option<usize>> = HashMap::new();
         for i in order {
             if !self.is_value(i) {
                 continue;
@@ -524,8 +527,19 @@ impl Layout {
             let Some(value) = clean_value(&self.nodes[i].text) else {
                 continue;
             };
-            if seen.insert(field, ()).is_none() {
-                form.values.insert(field, value);
+            let label = self.left(i).filter(|&j| self.label(j).is_some());
+            match claimed_by.get(&field) {
+                None => {
+                    claimed_by.insert(field, label);
+                    form.values.insert(field, value);
+                }
+                Some(first) if field.kind() == Kind::Text && label.is_some() && *first == label => {
+                    if let Some(text) = form.values.get_mut(&field) {
+                        text.push('\n');
+                        text.push_str(&value);
+                    }
+                }
+                Some(_) => {}
             }
         }
         form
@@ -701,6 +715,26 @@ mod tests {
         assert_eq!(get(f, Field::OfficerName), Some("周二"));
         assert_eq!(get(f, Field::OfficerMobile), Some("13800000002"));
         assert_eq!(get(f, Field::OfficerResume), Some("2001.09 参加工作"));
+    }
+
+    #[test]
+    fn resume_one_line_per_row_beside_a_tall_label() {
+        let mut g = grid(&[
+            &["信息员姓名", "周二"],
+            &["个人简历", "1990.09 入学"],
+            &["", "1994.07 参加工作"],
+            &["单位主要领导意见", "（盖章）"],
+        ]);
+        for c in &mut g.cells {
+            if c.text == "个人简历" {
+                c.rowspan = 2;
+            }
+        }
+        let f = &extract(&g)[0];
+        assert_eq!(
+            get(f, Field::OfficerResume),
+            Some("1990.09 入学\n1994.07 参加工作")
+        );
     }
 
     #[test]

@@ -149,7 +149,13 @@ fn ascii_fold(s: &str) -> String {
 
 fn mobile(raw: &str) -> Option<String> {
     let s = ascii_fold(raw);
-    let s = s.trim();
+    // `13805771234（短号661234）`, `13805771234/0577-67001234`: the first
+    // number is the mobile.
+    let s = s
+        .split(['/', '、', ',', ';', '，', '；', '(', '（', '\n'])
+        .map(str::trim)
+        .find(|p| !p.is_empty())
+        .unwrap_or("");
     let s = s
         .strip_prefix("+86")
         .or_else(|| s.strip_prefix("(86)"))
@@ -267,7 +273,9 @@ fn birth(raw: &str) -> Option<String> {
     let (year, month) = match groups.as_slice() {
         [one] if one.len() == 6 || one.len() == 8 => (&one[..4], &one[4..6]),
         [y, m, ..] if y.len() == 4 && (1..=2).contains(&m.len()) => (*y, *m),
-        [y, m, ..] if y.len() == 2 && (1..=2).contains(&m.len()) && s.contains('年') => {
+        // A two-digit year (`75.03`, `75年3月`): people registering were born
+        // in the 1900s.
+        [y, m, ..] if y.len() == 2 && (1..=2).contains(&m.len()) && y.as_bytes()[0] >= b'3' => {
             return finish(&format!("19{y}"), m);
         }
         _ => return None,
@@ -287,6 +295,11 @@ fn gender(raw: &str) -> Option<&'static str> {
         .filter(|c| !c.is_whitespace())
         .collect::<String>()
         .to_lowercase();
+    let s = s
+        .split(['(', '（', ',', '，'])
+        .next()
+        .unwrap_or("")
+        .to_string();
     match s.as_str() {
         "男" | "男性" | "m" | "male" => Some("男"),
         "女" | "女性" | "f" | "female" => Some("女"),
@@ -322,6 +335,8 @@ fn party(raw: &str) -> Option<bool> {
         "中共预备党员",
         "中共",
     ];
+    // `是（中共党员）`, `中共预备党员`, `共青团员（群众）`: the word that opens it.
+    let s = s.split(['(', '（']).next().unwrap_or("").to_string();
     if NO.contains(&s.as_str())
         || s.starts_with("民革")
         || s.starts_with("民盟")
@@ -402,6 +417,23 @@ mod tests {
             normalize(Field::OfficerBirth, "不详"),
             Normalized::Invalid(_, Code::InvalidBirth)
         ));
+    }
+
+    #[test]
+    fn extra_text_around_values() {
+        assert_eq!(
+            ok(Field::OfficerMobile, "13805771234（短号661234）"),
+            "13805771234"
+        );
+        assert_eq!(ok(Field::OfficerBirth, "75.03"), "1975-03");
+        assert_eq!(
+            normalize(Field::OfficerPartyMember, "是（中共党员）"),
+            Normalized::Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            normalize(Field::OfficerGender, "男（汉族）"),
+            Normalized::Ok(Value::Text("男".into()))
+        );
     }
 
     #[test]

@@ -33,16 +33,9 @@ pub fn read_xlsx(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadErr
             let mut reader = wb
                 .worksheet_cells_reader(name)
                 .map_err(|e| map_error(&e.to_string()))?;
-            while let Some(cell) = reader.next_cell().map_err(|e| map_error(&e.to_string()))? {
-                let (row, col) = cell.get_position();
-                if let Some(text) = render_ref(cell.get_value()) {
-                    if budget == 0 {
-                        return Err(too_many_cells(limits));
-                    }
-                    budget -= 1;
-                    grid.push(Cell::new(row, col, text));
-                }
-            }
+            fill_grid(&mut grid, &mut budget, limits, || {
+                reader.next_cell().map_err(|e| e.to_string())
+            })?;
         }
         let merges = wb.merge_cells_by_sheet_name(name).unwrap_or_default();
         apply_merges(&mut grid, &merges);
@@ -67,16 +60,9 @@ pub fn read_xlsb(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadErr
         let mut reader = wb
             .worksheet_cells_reader(name)
             .map_err(|e| map_error(&e.to_string()))?;
-        while let Some(cell) = reader.next_cell().map_err(|e| map_error(&e.to_string()))? {
-            let (row, col) = cell.get_position();
-            if let Some(text) = render_ref(cell.get_value()) {
-                if budget == 0 {
-                    return Err(too_many_cells(limits));
-                }
-                budget -= 1;
-                grid.push(Cell::new(row, col, text));
-            }
-        }
+        fill_grid(&mut grid, &mut budget, limits, || {
+            reader.next_cell().map_err(|e| e.to_string())
+        })?;
         out.grids.push(grid);
     }
     out.meta.insert("sheets".into(), names.len().into());
@@ -116,6 +102,27 @@ pub fn read_xls(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadErro
     }
     out.meta.insert("sheets".into(), names.len().into());
     Ok(out)
+}
+
+/// Drains a streaming cell reader (xlsx and xlsb have one each, with no
+/// common trait) into `grid`, under the workbook's cell budget.
+fn fill_grid<'a>(
+    grid: &mut Grid,
+    budget: &mut usize,
+    limits: &ReadLimits,
+    mut next: impl FnMut() -> Result<Option<calamine::Cell<DataRef<'a>>>, String>,
+) -> Result<(), ReadError> {
+    while let Some(cell) = next().map_err(|e| map_error(&e))? {
+        let (row, col) = cell.get_position();
+        if let Some(text) = render_ref(cell.get_value()) {
+            if *budget == 0 {
+                return Err(too_many_cells(limits));
+            }
+            *budget -= 1;
+            grid.push(Cell::new(row, col, text));
+        }
+    }
+    Ok(())
 }
 
 fn too_many_cells(limits: &ReadLimits) -> ReadError {
