@@ -48,6 +48,10 @@ pub struct RawService {
     /// A source without a successful poll for this long is shown as stalled
     /// and logged as an error once (default 30m).
     pub stall_after: Option<String>,
+    /// How long a worker's claim on a message holds without a heartbeat
+    /// before another worker may take the message (default 5m; renewed
+    /// every third of it while the message is processed).
+    pub claim_lease: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -206,7 +210,11 @@ pub struct Campaign {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceKind {
     Imap(Box<ImapSettings>),
-    Directory { path: PathBuf },
+    /// A folder; `poll_interval` is how often it is looked at (default 10s).
+    Directory {
+        path: PathBuf,
+        poll_interval: Duration,
+    },
 }
 
 /// What to do on the server once a message is recorded.
@@ -274,6 +282,7 @@ pub struct Config {
     pub required: Vec<Field>,
     pub limits: Limits,
     pub stall_after: Duration,
+    pub claim_lease: Duration,
 }
 
 impl Config {
@@ -379,6 +388,17 @@ impl Config {
                     )
                 })?,
         };
+        let claim_lease = match raw.service.claim_lease.as_deref() {
+            None => Duration::from_secs(300),
+            Some(s) => parse_duration(s)
+                .filter(|d| d.as_secs() >= 2)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "service.claim_lease",
+                        format!("应为“5m”这样的时长且不少于 2 秒，而不是“{s}”"),
+                    )
+                })?,
+        };
         Ok(Self {
             path: None,
             database_url,
@@ -390,6 +410,7 @@ impl Config {
             required,
             limits: raw.limits,
             stall_after,
+            claim_lease,
         })
     }
 }
@@ -407,6 +428,7 @@ fn unreachable_defaults() -> Config {
         required: crate::pipeline::DEFAULT_REQUIRED.to_vec(),
         limits: Limits::default(),
         stall_after: Duration::from_secs(30 * 60),
+        claim_lease: Duration::from_secs(300),
     }
 }
 
@@ -646,8 +668,20 @@ fn check_source(
                 .path
                 .as_deref()
                 .ok_or_else(|| ConfigError::new(key("path"), "directory 来源必须填写文件夹路径"))?;
+            let poll_interval = match s.poll_interval.as_deref() {
+                None => Duration::from_secs(10),
+                Some(p) => parse_duration(p)
+                    .filter(|d| d.as_secs() >= 1)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            key("poll_interval"),
+                            format!("应为“10s”这样的时长且不少于 1 秒，而不是“{p}”"),
+                        )
+                    })?,
+            };
             SourceKind::Directory {
                 path: resolve(path),
+                poll_interval,
             }
         }
         other => {
@@ -727,6 +761,17 @@ fn check_limits(l: &Limits) -> Result<(), ConfigError> {
         ("limits.child.timeout_seconds", l.child.timeout_seconds),
         ("limits.attachment.max_bytes", l.attachment.max_bytes as u64),
         ("limits.attachment.max_count", l.attachment.max_count as u64),
+        (
+            "limits.attachment.max_zip_entries",
+            l.attachment.max_zip_entries as u64,
+        ),
+        (
+            "limits.attachment.max_zip_ratio",
+            l.attachment.max_zip_ratio,
+        ),
+        ("limits.message.max_depth", l.message.max_depth as u64),
+        ("limits.message.max_parts", l.message.max_parts as u64),
+        ("limits.message.max_bytes", l.message.max_bytes as u64),
     ];
     if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
         return Err(ConfigError::new(*key, "必须大于 0"));

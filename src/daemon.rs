@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 
@@ -73,7 +74,10 @@ impl App {
             store,
             Archive::new(&config.archive_dir),
             Arc::new(pipeline),
-            IntakeSettings::default(),
+            IntakeSettings {
+                lease_seconds: i64::try_from(config.claim_lease.as_secs()).unwrap_or(300),
+                ..IntakeSettings::default()
+            },
         );
         Ok(Self {
             config,
@@ -99,6 +103,12 @@ pub async fn run(
         shutdown: stop_rx.clone(),
         stall_after: app.config.stall_after,
     };
+    // Messages a killed predecessor was processing are taken again now.
+    match app.intake.release_dead_claims(app.clock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(messages = n, "took back messages of a stopped process"),
+        Err(e) => tracing::warn!(error = %e, "cannot check for claims of stopped processes"),
+    }
     if opts.once {
         for source in &app.config.sources {
             match sources::poll_once(source, &ctx).await {
@@ -123,13 +133,21 @@ pub async fn run(
         notify(&[NotifyState::Ready]);
         ready_sent = true;
     }
-    let watchdog = sd_notify::watchdog_enabled()
-        .map(|d| d / 2)
-        .unwrap_or(Duration::from_secs(3600));
-    let mut watchdog_tick = tokio::time::interval(watchdog);
+    // The watchdog is fed from a task of its own: processing one message
+    // may take minutes (a child timeout per attachment) and must not look
+    // like a hang. A wedged runtime still stops the pings.
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                notify(&[NotifyState::Watchdog]);
+            }
+        })
+    });
     let mut poll_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
-    loop {
+    'service: loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some(name) = ready_rx.recv() => {
@@ -141,15 +159,11 @@ pub async fn run(
                 }
                 continue;
             }
-            _ = watchdog_tick.tick() => {
-                notify(&[NotifyState::Watchdog]);
-                continue;
-            }
             () = app.intake.arrived.notified() => {}
             _ = poll_tick.tick() => {}
         }
-        // Process one message at a time so a stop request waits for at
-        // most the current message.
+        // Process one message at a time; a stop request is looked at
+        // between messages, so it waits for at most the current one.
         loop {
             match app.intake.step(app.clock.now()).await {
                 Ok(crate::intake::Step::Idle) => break,
@@ -159,8 +173,8 @@ pub async fn run(
                     break;
                 }
             }
-            if *stop_rx.borrow() {
-                break;
+            if (&mut shutdown).now_or_never().is_some() {
+                break 'service;
             }
         }
         if let Ok(counts) = app.intake.store().count_by_state().await {
@@ -175,6 +189,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     tracing::info!("stopped");
     Ok(())

@@ -9,6 +9,7 @@
 //! daemon loop live elsewhere (`crate::sources`, `crate::daemon`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
@@ -175,7 +176,27 @@ impl Intake {
             .original_name
             .clone()
             .unwrap_or_else(|| format!("{}.eml", claimed.id));
-        let report = tokio::task::spawn_blocking(move || pipeline.parse(&name, &raw)).await;
+        let mut job = tokio::task::spawn_blocking(move || pipeline.parse(&name, &raw));
+        // A message with many attachments can take longer than the lease
+        // (each attachment may use its whole child timeout): renew the
+        // claim every third of the lease, so that no other worker takes a
+        // message that is still being processed.
+        let started = std::time::Instant::now();
+        let every = Duration::from_secs(u64::try_from(s.lease_seconds / 3).unwrap_or(1).max(1));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let report = loop {
+            tokio::select! {
+                r = &mut job => break r,
+                _ = heartbeat.tick() => {
+                    let at = now + i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX / 2);
+                    match self.store.renew_claim(&claimed.id, &self.worker, at + s.lease_seconds).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(message = %claimed.id, "claim lost while processing"),
+                        Err(e) => tracing::warn!(message = %claimed.id, error = %e, "cannot renew claim"),
+                    }
+                }
+            }
+        };
         let report = match report {
             Ok(r) => r,
             Err(e) => {
@@ -218,6 +239,35 @@ impl Intake {
             reason,
             will_retry,
         })
+    }
+
+    /// Gives back, at start, the claims of workers of this host that no
+    /// longer run (a `kill -9`, a crash, a power cut), so their messages
+    /// are taken again at once instead of after the lease. Only on SQLite,
+    /// which one instance serves: on PostgreSQL another instance's process
+    /// may be invisible here (systemd's `ProtectProc=invisible`), and the
+    /// lease alone decides. Returns how many claims were given back.
+    pub async fn release_dead_claims(&self, now: i64) -> Result<usize, IntakeError> {
+        if self.store.backend() != store::Backend::Sqlite {
+            return Ok(0);
+        }
+        let host = hostname();
+        let mut released = 0;
+        for (id, worker) in self.store.claims().await? {
+            if !worker_is_dead(&worker, &host) {
+                continue;
+            }
+            let reason = "上次处理该邮件时服务意外退出";
+            if self
+                .store
+                .release_claim(&id, &worker, now, self.settings.max_attempts, reason)
+                .await?
+            {
+                tracing::warn!(message = %id, worker = %worker, "claim of a stopped worker given back");
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 
     /// Steps until idle; returns how many messages were processed.
@@ -305,6 +355,28 @@ pub fn blocks_registration(code: Code) -> bool {
         code,
         Code::MissingField | Code::UnitConflict | Code::UnknownUnit
     )
+}
+
+/// Whether `worker` (`host-pid-random`, see [`Intake::new`]) was a process
+/// of this host that is gone: no such process, or another program now has
+/// its number. Anything unclear counts as alive (the lease decides then).
+fn worker_is_dead(worker: &str, host: &str) -> bool {
+    let mut parts = worker.rsplitn(3, '-');
+    let (Some(_), Some(pid), Some(worker_host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if worker_host != host || pid == std::process::id() {
+        return false;
+    }
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm"));
+    match (comm(&pid.to_string()), comm("self")) {
+        (Err(e), Ok(_)) => e.kind() == std::io::ErrorKind::NotFound,
+        (Ok(theirs), Ok(ours)) => theirs != ours,
+        (_, Err(_)) => false,
+    }
 }
 
 fn hostname() -> String {

@@ -83,8 +83,9 @@ pub struct ParsedMessage {
     pub warnings: Vec<String>,
 }
 
-/// Limits on the MIME walk.
-#[derive(Debug, Clone, Copy)]
+/// Limits on the MIME walk (`[limits.message]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MessageLimits {
     /// Multipart or forwarded-message levels entered below the top message.
     pub max_depth: usize,
@@ -119,12 +120,9 @@ const HARD_MAX_DEPTH: usize = 64;
 /// that is not a message at all gives an empty envelope and no parts.
 pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
     let parser = MessageParser::default();
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
     let headers_only = nested_message_estimate(raw, 0) > MAX_NESTED_MESSAGE_MARKERS;
     let parsed = if headers_only {
-        warnings.push(format!(
-            "邮件中嵌套的转发邮件超过 {MAX_NESTED_MESSAGE_MARKERS} 层（或个），只读取了信头，正文和附件未读取"
-        ));
         parser.parse_headers(raw)
     } else {
         parser.parse(raw)
@@ -154,6 +152,7 @@ pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
     };
     if headers_only {
         walker.bodies.push(Body::default());
+        walker.walk_top_parts(&parser, raw, &msg);
     } else {
         walker.walk_message(&msg, 0);
     }
@@ -481,6 +480,62 @@ impl Walker {
     fn warn(&mut self, text: String) {
         if !self.warnings.contains(&text) {
             self.warnings.push(text);
+        }
+    }
+
+    /// For a message too deeply nested to hand to mail-parser whole: splits
+    /// its top-level multipart by hand and reads every part that is not
+    /// itself too deep, so a good form next to a hostile chain of forwarded
+    /// messages is still read.
+    fn walk_top_parts(&mut self, parser: &MessageParser, raw: &[u8], top: &Message<'_>) {
+        use mail_parser::MimeHeaders;
+        let boundary = top
+            .content_type()
+            .and_then(|ct| ct.attribute("boundary"))
+            .map(|b| format!("--{b}").into_bytes());
+        let boundary: Option<Vec<u8>> = boundary;
+        let (Some(boundary), Some(body_start)) = (boundary, find_blank_line(raw)) else {
+            self.warn(format!(
+                "邮件中嵌套的转发邮件超过 {MAX_NESTED_MESSAGE_MARKERS} 层（或个），只读取了信头，正文和附件未读取"
+            ));
+            return;
+        };
+        let body = &raw[body_start..];
+        let mut starts = Vec::new();
+        let mut pos = 0;
+        while let Some(found) = find_ci(&body[pos..], &boundary) {
+            let at = pos + found;
+            let line_start = at == 0 || body[at - 1] == b'\n';
+            pos = at + boundary.len();
+            let rest = &body[pos..];
+            let closing = rest.starts_with(b"--");
+            // `--b` must not match the delimiter `--b2` of a nested part.
+            let whole = closing || rest.first().is_none_or(|c| c.is_ascii_whitespace());
+            if line_start && whole {
+                starts.push((at, closing));
+            }
+        }
+        for pair in starts.windows(2) {
+            let ((at, closing), (next, _)) = (pair[0], pair[1]);
+            if closing {
+                break;
+            }
+            // The part runs from the line after the delimiter to the line
+            // break before the next one.
+            let Some(nl) = body[at..next].iter().position(|&b| b == b'\n') else {
+                continue;
+            };
+            let chunk = &body[at + nl + 1..next];
+            if nested_message_estimate(chunk, 0) > MAX_NESTED_MESSAGE_MARKERS {
+                self.warn(format!(
+                    "邮件中有一个部分嵌套的转发邮件超过 {MAX_NESTED_MESSAGE_MARKERS} 层（或个），该部分未读取"
+                ));
+                continue;
+            }
+            if let Some(part) = parser.parse(chunk) {
+                self.walk_part(&part, 0, 1, 0, false);
+                dismantle(part);
+            }
         }
     }
 

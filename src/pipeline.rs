@@ -31,6 +31,7 @@ pub struct Limits {
     pub read: ReadLimits,
     pub child: sandbox::ChildLimits,
     pub attachment: AttachmentLimits,
+    pub message: MessageLimits,
 }
 
 /// Limits on attachments and containers.
@@ -43,6 +44,10 @@ pub struct AttachmentLimits {
     pub max_count: usize,
     /// `.zip` inside `.zip` inside … (and attached `.eml` files).
     pub max_depth: usize,
+    /// Entries of one `.zip` attachment.
+    pub max_zip_entries: usize,
+    /// Expansion ratio of a `.zip` attachment, checked once 1 MiB was read.
+    pub max_zip_ratio: u64,
 }
 
 impl Default for AttachmentLimits {
@@ -51,6 +56,8 @@ impl Default for AttachmentLimits {
             max_bytes: 30 * 1024 * 1024,
             max_count: 100,
             max_depth: 3,
+            max_zip_entries: 1000,
+            max_zip_ratio: 200,
         }
     }
 }
@@ -133,11 +140,7 @@ impl Pipeline {
     }
 
     fn parse_message(&self, input: &str, raw: &[u8]) -> ParseReport {
-        let msg_limits = MessageLimits {
-            max_parts: self.limits.attachment.max_count.max(1) * 2,
-            ..MessageLimits::default()
-        };
-        let parsed = message::parse(raw, &msg_limits);
+        let parsed = message::parse(raw, &self.limits.message);
         let mut walk = Walk::default();
         // A limit that cut the message's walk short: say so, as an unread part.
         for warning in &parsed.warnings {
@@ -241,7 +244,7 @@ impl Pipeline {
             Format::Message => {
                 let index = walk.attachments.len();
                 walk.attachments.push(att);
-                let inner = message::parse(bytes, &MessageLimits::default());
+                let inner = message::parse(bytes, &self.limits.message);
                 for warning in &inner.warnings {
                     walk.problems.push(Problem::new(
                         None,
@@ -279,10 +282,14 @@ impl Pipeline {
 
     fn zip(&self, walk: &mut Walk, mut att: Attachment, shown: &str, bytes: &[u8], depth: usize) {
         let zl = ZipLimits {
-            max_entries: self.limits.read.max_zip_entries.min(1000),
+            max_entries: self
+                .limits
+                .read
+                .max_zip_entries
+                .min(self.limits.attachment.max_zip_entries),
             max_entry_bytes: self.limits.read.max_part_bytes,
             max_total_bytes: self.limits.read.max_total_bytes,
-            ..ZipLimits::default()
+            max_ratio: self.limits.attachment.max_zip_ratio,
         };
         match container::read_zip(bytes, &zl) {
             Ok(members) => {

@@ -530,6 +530,106 @@ impl Store {
     }
 }
 
+/// Keeping claims alive, and giving back those of workers that died.
+impl Store {
+    /// Extends `worker`'s claim on `id` to `until` (a heartbeat while a
+    /// long message is processed); false when the claim was lost.
+    pub async fn renew_claim(&self, id: &str, worker: &str, until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE message SET claimed_until = $3 WHERE id = $1 AND state = 'processing' AND claimed_by = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every message being processed: (id, worker).
+    pub async fn claims(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT id, claimed_by FROM message WHERE state = 'processing' AND claimed_by IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect()
+    }
+
+    /// Gives back the claim of a worker known to be dead, without waiting
+    /// for its lease to run out: the message is retried at once, or is
+    /// failed when it already had `max_attempts` tries (a message that
+    /// kills the service must not keep it in a restart loop). True when the
+    /// claim was still held by `worker`.
+    pub async fn release_claim(
+        &self,
+        id: &str,
+        worker: &str,
+        now: i64,
+        max_attempts: i64,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE message SET state = CASE WHEN attempts >= $4 THEN 'failed' ELSE 'retry' END,
+                retry_at = $3, last_error = $5, claimed_by = NULL, claimed_until = NULL
+             WHERE id = $1 AND state = 'processing' AND claimed_by = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(now)
+        .bind(max_attempts)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// What the IMAP source remembers about its mailbox between runs.
+impl Store {
+    /// The UIDVALIDITY of the source's mailbox when it was last synced
+    /// (`None` before the first sync).
+    pub async fn source_uidvalidity(&self, name: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT uidvalidity FROM source_state WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<Option<i64>, _>(0))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Remembers the UIDVALIDITY the source's mailbox was synced under.
+    pub async fn set_uidvalidity(&self, name: &str, uidvalidity: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO source_state (name, kind, uidvalidity, stalled_reported) VALUES ($1, 'imap', $2, 0)
+             ON CONFLICT (name) DO UPDATE SET uidvalidity = excluded.uidvalidity",
+        )
+        .bind(name)
+        .bind(uidvalidity)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The UIDVALIDITY of the latest ledger entry of a mailbox under any
+    /// UIDVALIDITY; `None` when nothing was ever recorded from it.
+    pub async fn latest_uidvalidity(&self, source: &str, mailbox: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT uidvalidity FROM mailbox_entry WHERE source = $1 AND mailbox = $2
+             ORDER BY seen_at DESC, uid DESC LIMIT 1",
+        )
+        .bind(source)
+        .bind(mailbox)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?)
+    }
+}
+
 /// The right to poll one source, held while polling. On PostgreSQL it is a
 /// session advisory lock on a connection of its own: when the holder dies,
 /// the connection closes, the lock is released and another instance takes

@@ -4,7 +4,13 @@
 //! crash between those steps leaves the file in `.taking/`, where the next
 //! poll finds it again; recording is idempotent, so nothing is lost or
 //! doubled.
+//!
+//! A taken file gets a random prefix in `.taking/` (`<16 hex>.<name>`): a
+//! new file with the name of one left there by a crash must not replace it.
+//! Two instances may share a folder: a file the other one took or finished
+//! meanwhile (`NotFound`) is simply not ours.
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,13 +19,11 @@ use crate::store::MailboxKey;
 
 const TAKING: &str = ".taking";
 const DONE: &str = ".done";
-/// How often the folder is looked at.
-const INTERVAL: Duration = Duration::from_secs(10);
 /// Files younger than this may still be being written.
 const SETTLE_SECONDS: u64 = 2;
 
-/// Runs until shutdown, polling every few seconds.
-pub async fn run(name: &str, path: &Path, ctx: SourceCtx) {
+/// Runs until shutdown, looking at the folder every `interval`.
+pub async fn run(name: &str, path: &Path, interval: Duration, ctx: SourceCtx) {
     let mut shutdown = ctx.shutdown.clone();
     let mut announced = false;
     loop {
@@ -34,7 +38,7 @@ pub async fn run(name: &str, path: &Path, ctx: SourceCtx) {
             Err(e) => ctx.failed(name, "directory", &e).await,
         }
         tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
@@ -66,7 +70,12 @@ pub async fn poll(name: &str, path: &Path, ctx: &SourceCtx) -> Result<usize, Sou
         let Some(file_name) = file.file_name() else {
             continue;
         };
-        let target = taking.join(file_name);
+        let mut unique = format!("{:016x}.", rand::random::<u64>()).into_bytes();
+        unique.extend_from_slice(file_name.as_encoded_bytes());
+        let target = taking.join(
+            // A random ASCII prefix before a name that came from an OsStr.
+            std::ffi::OsString::from_vec(unique),
+        );
         match tokio::fs::rename(&file, &target).await {
             Ok(()) => files.push(target),
             // Taken by another instance meanwhile: not ours.
@@ -76,10 +85,15 @@ pub async fn poll(name: &str, path: &Path, ctx: &SourceCtx) -> Result<usize, Sou
     }
     let mut taken = 0;
     for file in files {
-        let raw = tokio::fs::read(&file)
-            .await
-            .map_err(|e| io("无法读取文件", &file, e))?;
-        let original = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let raw = match tokio::fs::read(&file).await {
+            Ok(raw) => raw,
+            // Finished by another instance meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("无法读取文件", &file, e)),
+        };
+        let original = file
+            .file_name()
+            .map(|n| original_name(&n.to_string_lossy()).to_string());
         let id = crate::archive::Archive::id_of(&raw);
         let key = MailboxKey {
             source: name,
@@ -98,9 +112,13 @@ pub async fn poll(name: &str, path: &Path, ctx: &SourceCtx) -> Result<usize, Sou
             .and_then(crate::sniff::extension)
             .unwrap_or_else(|| "bin".into());
         let aside = done.join(format!("{}.{ext}", accepted.id));
-        tokio::fs::rename(&file, &aside)
-            .await
-            .map_err(|e| io("无法移动文件", &file, e))?;
+        match tokio::fs::rename(&file, &aside).await {
+            Ok(()) => {}
+            // Moved aside by another instance that took it too: recording
+            // is idempotent, so this is the same message.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("无法移动文件", &file, e)),
+        }
         taken += 1;
     }
     Ok(taken)
@@ -115,7 +133,12 @@ async fn list_files(dir: &Path, settle: u64) -> std::io::Result<Vec<PathBuf>> {
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        let meta = entry.metadata().await?;
+        let meta = match entry.metadata().await {
+            Ok(meta) => meta,
+            // Taken by another instance between listing and looking.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if !meta.is_file() {
             continue;
         }
@@ -130,4 +153,28 @@ async fn list_files(dir: &Path, settle: u64) -> std::io::Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The name a file had in the folder, from its name in `.taking/`.
+fn original_name(taking_name: &str) -> &str {
+    match taking_name.split_once('.') {
+        Some((prefix, rest))
+            if prefix.len() == 16 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            rest
+        }
+        _ => taking_name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::original_name;
+
+    #[test]
+    fn taking_prefix_is_removed() {
+        assert_eq!(original_name("00ff00ff00ff00ff.传真.tif"), "传真.tif");
+        assert_eq!(original_name("00ff00ff00ff00ff.a"), "a");
+        assert_eq!(original_name("report.pdf"), "report.pdf");
+    }
 }

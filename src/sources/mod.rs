@@ -83,7 +83,10 @@ impl SourceCtx {
 pub async fn run(source: Source, ctx: SourceCtx) {
     match source.kind {
         SourceKind::Imap(settings) => imap::run(&source.name, &settings, ctx).await,
-        SourceKind::Directory { path } => directory::run(&source.name, &path, ctx).await,
+        SourceKind::Directory {
+            path,
+            poll_interval,
+        } => directory::run(&source.name, &path, poll_interval, ctx).await,
     }
 }
 
@@ -91,7 +94,7 @@ pub async fn run(source: Source, ctx: SourceCtx) {
 pub async fn poll_once(source: &Source, ctx: &SourceCtx) -> Result<usize, SourceError> {
     let result = match &source.kind {
         SourceKind::Imap(settings) => imap::poll_once(&source.name, settings, ctx).await,
-        SourceKind::Directory { path } => directory::poll(&source.name, path, ctx).await,
+        SourceKind::Directory { path, .. } => directory::poll(&source.name, path, ctx).await,
     };
     let kind = kind_name(&source.kind);
     match &result {

@@ -1,0 +1,200 @@
+//! A fresh database per test, on SQLite or PostgreSQL (shared by
+//! `tests/store.rs` and `tests/crash.rs`).
+//!
+//! - SQLite: a file in the test's own temporary folder.
+//! - PostgreSQL: `xxdc_t_<random>` on 127.0.0.1:5432 (trust auth, user
+//!   postgres; `scripts/check` starts the server), created through the
+//!   `postgres` database and dropped (`WITH (FORCE)`) when the handle is
+//!   dropped, also when the test panicked.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use sqlx::Connection;
+
+/// The PostgreSQL server the tests use.
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's database and its temporary folder.
+#[derive(Debug)]
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pg_name: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().expect("temporary folder");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("state/xxdc.db").display());
+                Self {
+                    backend,
+                    url,
+                    pg_name: None,
+                    dir,
+                }
+            }
+            Backend::Postgres => {
+                let name = format!("xxdc_t_{:016x}", rand::random::<u64>());
+                let mut admin = sqlx::AnyConnection::connect(PG_ADMIN_URL)
+                    .await
+                    .expect("PostgreSQL on 127.0.0.1:5432 (scripts/check starts it)");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                Self {
+                    backend,
+                    url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+                    pg_name: Some(name),
+                    dir,
+                }
+            }
+        }
+    }
+
+    /// The test's temporary folder (archive, spool folders, config).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop may run inside a runtime (or while unwinding): a thread of
+        // its own with a small runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut admin = sqlx::AnyConnection::connect(PG_ADMIN_URL).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database: {e}");
+        }
+    }
+}
+
+/// A config file for the binary: this database, an archive and one
+/// directory source `spool` (polled every second) in the test folder, the
+/// golden roster.
+pub fn write_config(db: &TestDb, extra: &str) -> PathBuf {
+    let roster = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/roster.csv");
+    let text = format!(
+        r#"[database]
+url = "{url}"
+
+[archive]
+dir = "{archive}"
+
+[roster]
+path = "{roster}"
+
+[campaign]
+name = "2007年政务信息员登记"
+deadline = "2007-05-20 23:59"
+
+[[source]]
+name = "fax-spool"
+kind = "directory"
+path = "{spool}"
+poll_interval = "1s"
+{extra}
+"#,
+        url = db.url,
+        archive = db.path("messages").display(),
+        roster = roster.display(),
+        spool = db.path("spool").display(),
+    );
+    let path = db.path("config.toml");
+    std::fs::write(&path, text).expect("write config");
+    std::fs::create_dir_all(db.path("spool")).expect("spool folder");
+    path
+}
+
+/// Writes a file into a spool folder, dated an hour back so that the
+/// directory source takes it at once (it leaves files younger than 2 s).
+pub fn drop_file(folder: &Path, name: &str, bytes: &[u8]) {
+    let path = folder.join(name);
+    std::fs::write(&path, bytes).expect("write spool file");
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(past))
+        .expect("date spool file");
+}
+
+/// A body-text registration of roster unit `unit` (a roster name), sent
+/// from `from`, with an officer mobile that makes each message distinct.
+pub fn body_registration(
+    message_id: &str,
+    from: &str,
+    unit: &str,
+    officer: &str,
+    mobile: &str,
+) -> Vec<u8> {
+    format!(
+        "Message-ID: <{message_id}>\r\n\
+Date: Wed, 16 May 2007 09:23:00 +0800\r\n\
+From: <{from}>\r\n\
+To: xxdc2004@163.com\r\n\
+Subject: =?utf-8?B?55m76K6w6KGo?=\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Transfer-Encoding: 8bit\r\n\
+\r\n\
+县府办信息督查科：\r\n\
+    现将我单位分管政务信息领导及信息员登记表报送如下。\r\n\
+\r\n\
+单位：{unit}\r\n\
+分管领导姓名：黄卫东\r\n\
+职务：副镇长\r\n\
+手机：13957772644\r\n\
+信息员姓名：{officer}\r\n\
+性别：女\r\n\
+手机：{mobile}\r\n\
+E-mail：officer@163.com\r\n\
+\r\n\
+办公室\r\n"
+    )
+    .into_bytes()
+}
+
+/// Runs a statement on the test database and returns one i64.
+pub async fn scalar(store: &xxdc_intake::store::Store, sql: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(sql)
+        .fetch_one(store.pool())
+        .await
+        .expect(sql)
+        .try_get::<i64, _>(0)
+        .expect("an integer")
+}
