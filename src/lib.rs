@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod problems;
 pub mod readers;
 pub mod registration;
+pub mod reminders;
 pub mod report;
 pub mod roster;
 pub mod sandbox;
