@@ -30,3 +30,4 @@ pub mod sniff;
 pub mod sources;
 pub mod status;
 pub mod store;
+pub mod templates;
