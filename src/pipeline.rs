@@ -504,6 +504,7 @@ fn guess_content_type(name: Option<&str>) -> String {
         "xls" | "et" => "application/vnd.ms-excel",
         "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         "doc" | "wps" => "application/msword",
+        "rtf" => "application/rtf",
         "ods" => "application/vnd.oasis.opendocument.spreadsheet",
         "pdf" => "application/pdf",
         "tif" | "tiff" => "image/tiff",

@@ -23,6 +23,8 @@ pub enum Format {
     Docx,
     /// Word 97-2003 document, including WPS `.wps`.
     Doc,
+    /// Rich Text Format, often saved as `.doc`: reported as `doc`.
+    Rtf,
     /// An OOXML file encrypted with a password (a compound file holding an
     /// `EncryptedPackage` stream).
     EncryptedOoxml,
@@ -43,7 +45,7 @@ impl Format {
             Format::Xls => "xls",
             Format::Ods => "ods",
             Format::Docx => "docx",
-            Format::Doc => "doc",
+            Format::Doc | Format::Rtf => "doc",
             Format::EncryptedOoxml => "other",
             Format::Pdf => "pdf",
             Format::Image => "image",
@@ -62,6 +64,7 @@ impl Format {
             Format::Ods => "ods",
             Format::Docx => "docx",
             Format::Doc => "doc",
+            Format::Rtf => "rtf",
             Format::EncryptedOoxml => "encrypted",
             Format::Pdf => "pdf",
             Format::Image => "image",
@@ -80,6 +83,7 @@ impl Format {
             Format::Ods,
             Format::Docx,
             Format::Doc,
+            Format::Rtf,
             Format::EncryptedOoxml,
             Format::Pdf,
             Format::Image,
@@ -109,6 +113,9 @@ pub fn sniff(bytes: &[u8], name: Option<&str>) -> Format {
     }
     if is_image(bytes) {
         return Format::Image;
+    }
+    if bytes.starts_with(b"{\\rtf") {
+        return Format::Rtf;
     }
     if crate::message::looks_like_message(bytes) {
         return Format::Message;
@@ -226,6 +233,7 @@ mod tests {
         );
         assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.txt")), Format::Text);
         assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.bin")), Format::Other);
+        assert_eq!(sniff(b"{\\rtf1\\ansi x}", Some("a.doc")), Format::Rtf);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod image;
 pub mod ods;
 pub mod ooxml;
 pub mod pdf;
+pub mod rtf;
 pub mod spreadsheet;
 pub mod text;
 
@@ -28,6 +29,7 @@ pub fn read(format: Format, bytes: &[u8], limits: &ReadLimits) -> Result<Extract
         Format::Ods => ods::read(bytes, limits),
         Format::Docx => docx::read(bytes, limits),
         Format::Doc => doc::read(bytes, limits),
+        Format::Rtf => rtf::read(bytes, limits),
         Format::Pdf => pdf::read(bytes, limits),
         Format::Image => image::read(bytes, limits),
         Format::Text => Ok(text::read(bytes, limits)),
