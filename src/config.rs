@@ -39,6 +39,42 @@ pub struct RawConfig {
     pub limits: Limits,
     #[serde(default)]
     pub service: RawService,
+    #[serde(default)]
+    pub reminders: RawReminders,
+    #[serde(default)]
+    pub acknowledgements: RawAcknowledgements,
+    #[serde(default)]
+    pub report: RawReport,
+}
+
+/// `[reminders]`: the 催报 schedule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReminders {
+    pub enabled: Option<bool>,
+    /// Offsets from the deadline's day with a time: `-2d 10:00`.
+    pub slots: Option<Vec<String>>,
+    pub min_gap: Option<String>,
+    pub max_per_unit: Option<usize>,
+    pub skip_weekends: Option<bool>,
+    pub grace: Option<String>,
+    pub include_needs_review: Option<bool>,
+}
+
+/// `[acknowledgements]`: the 回执 sent after a message is recorded.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcknowledgements {
+    pub enabled: Option<bool>,
+}
+
+/// `[report]`: the office that gets the overdue list (通报) and signs mail.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    pub office: Option<Vec<String>>,
+    pub office_name: Option<String>,
+    pub templates: Option<String>,
 }
 
 /// How the daemon runs.
@@ -130,6 +166,10 @@ pub struct RawSmtp {
     pub password_env: Option<String>,
     pub from: Option<String>,
     pub dir: Option<String>,
+    /// Mails per minute at most (163 rejects bursts as spam).
+    pub rate_per_minute: Option<u32>,
+    /// Mails per day at most.
+    pub daily_cap: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -267,6 +307,20 @@ pub enum SmtpTransport {
 pub struct Smtp {
     pub transport: SmtpTransport,
     pub from: String,
+    pub pacing: crate::mailer::Pacing,
+}
+
+/// Mail the service sends: acknowledgements, reminders, the overdue list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mailing {
+    pub reminders_enabled: bool,
+    pub schedule: crate::reminders::Schedule,
+    pub acks_enabled: bool,
+    /// Who gets the overdue list (通报).
+    pub office: Vec<String>,
+    /// How mail is signed (`{office}`).
+    pub office_name: String,
+    pub templates_dir: PathBuf,
 }
 
 /// The checked configuration.
@@ -283,6 +337,7 @@ pub struct Config {
     pub limits: Limits,
     pub stall_after: Duration,
     pub claim_lease: Duration,
+    pub mailing: Mailing,
 }
 
 impl Config {
@@ -411,6 +466,7 @@ impl Config {
             limits: raw.limits,
             stall_after,
             claim_lease,
+            mailing: check_mailing(&raw.reminders, &raw.acknowledgements, &raw.report, &resolve)?,
         })
     }
 }
@@ -429,7 +485,81 @@ fn unreachable_defaults() -> Config {
         limits: Limits::default(),
         stall_after: Duration::from_secs(30 * 60),
         claim_lease: Duration::from_secs(300),
+        mailing: Mailing {
+            reminders_enabled: true,
+            schedule: crate::reminders::Schedule::default(),
+            acks_enabled: true,
+            office: Vec::new(),
+            office_name: DEFAULT_OFFICE.into(),
+            templates_dir: PathBuf::from("/etc/xxdc-intake/templates"),
+        },
     }
+}
+
+const DEFAULT_OFFICE: &str = "永嘉县人民政府办公室信息督查科";
+
+fn check_mailing(
+    r: &RawReminders,
+    a: &RawAcknowledgements,
+    p: &RawReport,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Mailing, ConfigError> {
+    let defaults = crate::reminders::Schedule::default();
+    let duration = |key: &str,
+                    value: Option<&str>,
+                    default: chrono::Duration|
+     -> Result<chrono::Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => parse_duration(v)
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .ok_or_else(|| {
+                    ConfigError::new(key, format!("应为“20h”“30m”这样的时长，而不是“{v}”"))
+                }),
+        }
+    };
+    let slots = match &r.slots {
+        None => defaults.slots.clone(),
+        Some(list) => list
+            .iter()
+            .map(|s| {
+                crate::reminders::Slot::parse(s).ok_or_else(|| {
+                    ConfigError::new(
+                        "reminders.slots",
+                        format!("应为“-2d 10:00”（截止日前两天10点）这样的写法，而不是“{s}”"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let schedule = crate::reminders::Schedule {
+        slots,
+        min_gap: duration("reminders.min_gap", r.min_gap.as_deref(), defaults.min_gap)?,
+        max_per_unit: r.max_per_unit.unwrap_or(defaults.max_per_unit),
+        skip_weekends: r.skip_weekends.unwrap_or(defaults.skip_weekends),
+        grace: duration("reminders.grace", r.grace.as_deref(), defaults.grace)?,
+        include_needs_review: r
+            .include_needs_review
+            .unwrap_or(defaults.include_needs_review),
+    };
+    let office = p.office.clone().unwrap_or_default();
+    if let Some(bad) = office.iter().find(|o| !o.contains('@')) {
+        return Err(ConfigError::new(
+            "report.office",
+            format!("不是有效的邮箱地址：“{bad}”"),
+        ));
+    }
+    Ok(Mailing {
+        reminders_enabled: r.enabled.unwrap_or(true),
+        schedule,
+        acks_enabled: a.enabled.unwrap_or(true),
+        office,
+        office_name: p
+            .office_name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_OFFICE.into()),
+        templates_dir: resolve(p.templates.as_deref().unwrap_or("templates")),
+    })
 }
 
 fn toml_error(e: &toml::de::Error) -> ConfigError {
@@ -746,7 +876,22 @@ fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, Con
             ));
         }
     };
-    Ok(Smtp { transport, from })
+    let defaults = crate::mailer::Pacing::default();
+    let pacing = crate::mailer::Pacing {
+        per_minute: s.rate_per_minute.unwrap_or(defaults.per_minute),
+        daily_cap: s.daily_cap.unwrap_or(defaults.daily_cap),
+    };
+    if pacing.per_minute == 0 || pacing.daily_cap == 0 {
+        return Err(ConfigError::new(
+            "smtp.rate_per_minute",
+            "发送速率和每日上限必须大于 0",
+        ));
+    }
+    Ok(Smtp {
+        transport,
+        from,
+        pacing,
+    })
 }
 
 fn check_limits(l: &Limits) -> Result<(), ConfigError> {

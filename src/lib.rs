@@ -6,6 +6,7 @@
 //! See `ARCHITECTURE.md` for how a message flows through these modules.
 
 pub mod archive;
+pub mod campaign;
 pub mod cli;
 pub mod clock;
 pub mod config;

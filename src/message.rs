@@ -166,6 +166,15 @@ pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
     }
 }
 
+/// The envelope only (headers), for deciding about a receipt.
+pub fn parse_envelope(raw: &[u8]) -> Envelope {
+    let parser = MessageParser::default();
+    parser
+        .parse_headers(raw)
+        .map(|m| envelope_of(&m, &parser))
+        .unwrap_or_default()
+}
+
 /// Heuristic: do these bytes start like an RFC 5322 message (an `.eml`) rather
 /// than a bare attachment? The first line must be a header field with a name
 /// mail clients put first, or any `X-` field followed by another header line.

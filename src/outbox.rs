@@ -256,6 +256,19 @@ pub async fn by_message_id(
         .transpose()
 }
 
+/// The outbox row with this id (our `X-Xxdc-Outbox` header).
+pub async fn by_id(
+    store: &Store,
+    id: &str,
+) -> Result<Option<(String, String, String)>, StoreError> {
+    let row = sqlx::query("SELECT id, unit_key, to_addr FROM outbox WHERE id = $1")
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .transpose()
+}
+
 pub async fn mark_undeliverable(
     store: &Store,
     address: &str,
