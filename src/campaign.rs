@@ -361,6 +361,42 @@ fn reminder_mail(
     }
 }
 
+/// `remind send-now`: a reminder now to every unit still missing (or to
+/// `only`), outside the schedule. Each call is its own slot, so it is one
+/// mail per unit per call; bounced and registered units are left out.
+/// Returns (unit, address, subject) of what was (or would be) queued.
+pub async fn queue_manual(
+    m: &Mailing<'_>,
+    now: i64,
+    only: Option<&str>,
+    dry_run: bool,
+) -> Result<Vec<(String, String, String)>, CampaignError> {
+    let Some(campaign) = &m.config.campaign else {
+        return Ok(Vec::new());
+    };
+    let (units, _) = planner_input(m, now).await?;
+    let overdue = now > campaign.deadline.timestamp();
+    let slot = format!("manual:{now}");
+    let mut out = Vec::new();
+    for unit in units
+        .iter()
+        .filter(|u| only.is_none_or(|id| u.unit_id == id))
+    {
+        if reminders::eligibility(&m.config.mailing.schedule, unit, overdue).is_some() {
+            continue;
+        }
+        let Some(to) = unit.address.clone() else {
+            continue;
+        };
+        let mail = reminder_mail(m, unit, &slot, overdue, &to, now);
+        if !dry_run {
+            outbox::queue(m.store, &mail, &m.domain, now).await?;
+        }
+        out.push((unit.unit_name.clone(), to, mail.subject));
+    }
+    Ok(out)
+}
+
 /// Queues the overdue list (通报) to the office: once automatically after
 /// the deadline (`slot = "report:deadline"`), or on demand with a slot of
 /// its own. Returns the number of units listed.

@@ -64,6 +64,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// 催报提醒：查看计划或立即发送
+    Remind {
+        #[command(subcommand)]
+        action: RemindAction,
+    },
+    /// 通报：把尚未报送的单位名单（含附件）发给科室
+    Report {
+        #[command(subcommand)]
+        action: ReportAction,
+    },
     /// 数据库操作
     Db {
         #[command(subcommand)]
@@ -81,6 +91,38 @@ enum Command {
         limits: String,
         memory_mb: String,
         cpu_seconds: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RemindAction {
+    /// 显示谁将在何时收到哪一次提醒
+    Plan {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// 以该时间（本地时间，如“2007-05-19 10:30”）查看，默认为现在
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// 立即向尚未报送的单位发送提醒
+    SendNow {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// 只提醒这个单位（名单中的编号）
+        #[arg(long)]
+        unit: Option<String>,
+        /// 只显示将发送的邮件，不发送
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportAction {
+    /// 立即生成并发送未报送单位通报
+    Overdue {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -137,6 +179,20 @@ pub fn main() -> i32 {
                 Command::Db {
                     action: DbAction::Migrate { config },
                 } => with_runtime(migrate(config)),
+                Command::Remind {
+                    action: RemindAction::Plan { config, at },
+                } => with_runtime(remind_plan(config, at)),
+                Command::Remind {
+                    action:
+                        RemindAction::SendNow {
+                            config,
+                            unit,
+                            dry_run,
+                        },
+                } => with_runtime(remind_send_now(config, unit, dry_run)),
+                Command::Report {
+                    action: ReportAction::Overdue { config },
+                } => with_runtime(report_overdue(config)),
                 Command::Read { .. } => 2,
             }
         }
@@ -432,5 +488,256 @@ fn redact_url(url: &str) -> String {
             format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_string(),
+    }
+}
+
+/// The pieces the mail commands need, opened from the config.
+struct MailCtx {
+    app: crate::daemon::App,
+    templates: crate::templates::Templates,
+    mailer: Option<crate::mailer::Mailer>,
+}
+
+async fn mail_ctx(config: Option<PathBuf>) -> Result<MailCtx, i32> {
+    let config = service_config(config)?;
+    if config.campaign.is_none() {
+        eprintln!("配置中没有 [campaign]（名称和截止时间），无法安排提醒");
+        return Err(EXIT_CONFIG);
+    }
+    let templates =
+        crate::templates::Templates::load(&config.mailing.templates_dir).map_err(|e| {
+            eprintln!("{e}");
+            EXIT_CONFIG
+        })?;
+    let mailer = match config
+        .smtp
+        .as_ref()
+        .map(crate::mailer::Mailer::new)
+        .transpose()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            return Err(EXIT_CONFIG);
+        }
+    };
+    let app = open_app(config).await?;
+    Ok(MailCtx {
+        app,
+        templates,
+        mailer,
+    })
+}
+
+impl MailCtx {
+    fn mailing(&self) -> crate::campaign::Mailing<'_> {
+        let our = self
+            .mailer
+            .as_ref()
+            .map(|m| m.from_address())
+            .unwrap_or_default();
+        let domain = self
+            .mailer
+            .as_ref()
+            .map_or_else(|| "localhost".into(), |m| m.domain.clone());
+        crate::campaign::Mailing {
+            store: self.app.intake.store(),
+            config: &self.app.config,
+            roster: self.app.roster.as_ref(),
+            templates: &self.templates,
+            our_address: our,
+            domain,
+        }
+    }
+
+    /// Sends everything queued, paced; returns how many were handled.
+    async fn flush(&self) -> Result<usize, crate::campaign::CampaignError> {
+        let Some(mailer) = &self.mailer else {
+            return Ok(0);
+        };
+        let pacing = self
+            .app
+            .config
+            .smtp
+            .as_ref()
+            .map(|s| s.pacing)
+            .unwrap_or_default();
+        let mut handled = 0;
+        loop {
+            let now = self.app.clock.now();
+            let day = crate::campaign::day_start(&self.app.config, now);
+            if crate::campaign::send_step(self.app.intake.store(), mailer, pacing, now, day).await?
+            {
+                handled += 1;
+                continue;
+            }
+            if crate::outbox::next_due(self.app.intake.store(), i64::MAX)
+                .await?
+                .is_none()
+            {
+                return Ok(handled);
+            }
+            // Paced, or waiting for a retry: wait a little.
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    }
+}
+
+fn parse_local(config: &Config, text: &str) -> Option<i64> {
+    use chrono::TimeZone;
+    let tz = config
+        .campaign
+        .as_ref()
+        .map_or(chrono_tz::Asia::Shanghai, |c| c.timezone);
+    let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M").ok()?;
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|d| d.timestamp())
+}
+
+async fn remind_plan(config: Option<PathBuf>, at: Option<String>) -> i32 {
+    let ctx = match mail_ctx(config).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let config = &ctx.app.config;
+    let now = match at.as_deref() {
+        None => ctx.app.clock.now(),
+        Some(t) => match parse_local(config, t) {
+            Some(n) => n,
+            None => {
+                eprintln!("时间应写成“2007-05-19 10:30”这样的本地时间：{t}");
+                return 2;
+            }
+        },
+    };
+    let Some(campaign) = &config.campaign else {
+        return EXIT_CONFIG;
+    };
+    let m = ctx.mailing();
+    let (units, sent) = match crate::campaign::planner_input(&m, now).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let lines = crate::reminders::plan(
+        &config.mailing.schedule,
+        &campaign.deadline,
+        &units,
+        &sent,
+        now,
+    );
+    let fmt = |t: i64| {
+        use chrono::TimeZone;
+        campaign
+            .timezone
+            .timestamp_opt(t, 0)
+            .single()
+            .map(|d| d.format("%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    println!(
+        "{}：截止 {}，查看时间 {}（{}）",
+        campaign.name,
+        campaign.deadline.format("%Y-%m-%d %H:%M"),
+        fmt(now),
+        crate::reminders::remaining_zh(&campaign.deadline, now)
+    );
+    if !config.mailing.reminders_enabled {
+        println!("注意：[reminders] enabled = false，服务不会自动发送提醒。");
+    }
+    let mut rows = vec![["单位", "时段", "时间", "安排"].map(String::from).to_vec()];
+    for l in &lines {
+        let what = match &l.outcome {
+            crate::reminders::PlanOutcome::DueNow { overdue: false } => "现在发送提醒".to_string(),
+            crate::reminders::PlanOutcome::DueNow { overdue: true } => {
+                "现在发送逾期提醒".to_string()
+            }
+            crate::reminders::PlanOutcome::Later { overdue: false } => {
+                "届时仍未报送则提醒".to_string()
+            }
+            crate::reminders::PlanOutcome::Later { overdue: true } => {
+                "届时仍未报送则发逾期提醒".to_string()
+            }
+            crate::reminders::PlanOutcome::Missed => "已错过（服务停止期间），不再补发".to_string(),
+            crate::reminders::PlanOutcome::Skipped(skip) => format!("不发送：{}", skip.zh()),
+        };
+        rows.push(vec![l.unit_name.clone(), l.slot.clone(), fmt(l.at), what]);
+    }
+    print!("{}", crate::report::render_table(&rows));
+    0
+}
+
+async fn remind_send_now(config: Option<PathBuf>, unit: Option<String>, dry_run: bool) -> i32 {
+    let ctx = match mail_ctx(config).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let now = ctx.app.clock.now();
+    let m = ctx.mailing();
+    let result = crate::campaign::queue_manual(&m, now, unit.as_deref(), dry_run).await;
+    let planned = match result {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if planned.is_empty() {
+        println!("没有需要提醒的单位。");
+        return 0;
+    }
+    for (unit, to, subject) in &planned {
+        println!(
+            "{}{unit} <{to}>：{subject}",
+            if dry_run { "（试运行）" } else { "" }
+        );
+    }
+    if dry_run {
+        println!("试运行：共 {} 封，未发送。", planned.len());
+        return 0;
+    }
+    if ctx.mailer.is_none() {
+        eprintln!("配置中没有 [smtp]，邮件已排队但无法发送");
+        return EXIT_CONFIG;
+    }
+    match ctx.flush().await {
+        Ok(n) => {
+            println!("已处理 {n} 封邮件。");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+async fn report_overdue(config: Option<PathBuf>) -> i32 {
+    let ctx = match mail_ctx(config).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if ctx.app.config.mailing.office.is_empty() {
+        eprintln!("配置 [report] office 中没有收件地址");
+        return EXIT_CONFIG;
+    }
+    let now = ctx.app.clock.now();
+    let m = ctx.mailing();
+    match crate::campaign::queue_overdue_report(&m, now, &format!("report:manual:{now}")).await {
+        Ok(n) => println!("通报已排队：未报送单位 {n} 个。"),
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    }
+    match ctx.flush().await {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
     }
 }

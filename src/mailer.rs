@@ -175,6 +175,11 @@ impl Mailer {
         })
     }
 
+    /// Our own address, lower case (never acknowledged).
+    pub fn from_address(&self) -> String {
+        self.from.email.to_string().to_lowercase()
+    }
+
     /// The RFC 5322 message for an outbox row.
     pub fn build(&self, mail: &Mail) -> Result<Message, SendError> {
         let to: Mailbox = mail
