@@ -525,6 +525,34 @@ pub async fn send_step(
     Ok(true)
 }
 
+/// The raw bytes of a stored message.
+pub async fn raw_of(store: &Store, archive: &crate::archive::Archive, id: &str) -> Result<Option<Vec<u8>>, CampaignError> {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT archive_path FROM message WHERE id = $1")
+        .bind(id)
+        .fetch_optional(store.pool())
+        .await
+        .map_err(StoreError::from)?;
+    let Some(row) = row else { return Ok(None) };
+    let path: String = row.try_get(0).map_err(StoreError::from)?;
+    archive.read(&path).map(Some).map_err(|e| CampaignError::Other(format!("无法读取存档邮件：{e}")))
+}
+
+/// After a message was processed: a bounce of our own mail marks the
+/// address undeliverable; anything else may get a receipt.
+pub async fn after_processing(m: &Mailing<'_>, id: &str, raw: &[u8], now: i64) -> Result<(), CampaignError> {
+    match message_summary(m.store, id).await? {
+        Some(s) if s.kind == "bounce" => {
+            handle_bounce(m, raw, now).await?;
+        }
+        Some(_) => {
+            acknowledge(m, id, raw, now).await?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 /// What a receipt needs to know about a processed message.
 #[derive(Debug, Clone)]
 struct Summary {

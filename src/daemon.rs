@@ -23,7 +23,9 @@ use crate::pipeline::Pipeline;
 use crate::roster::Roster;
 use crate::sandbox::Isolation;
 use crate::sources::{self, SourceCtx};
+use crate::mailer::Mailer;
 use crate::store::Store;
+use crate::templates::Templates;
 
 /// Everything the service runs on.
 #[derive(Debug)]
@@ -32,6 +34,9 @@ pub struct App {
     pub roster: Option<Roster>,
     pub intake: Arc<Intake>,
     pub clock: Clock,
+    pub templates: Templates,
+    /// `None` without `[smtp]`: nothing is sent, receipts are not queued.
+    pub mailer: Option<Mailer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +51,10 @@ pub enum DaemonError {
     Intake(#[from] crate::intake::IntakeError),
     #[error(transparent)]
     Source(#[from] crate::sources::SourceError),
+    #[error(transparent)]
+    Templates(#[from] crate::templates::TemplateError),
+    #[error(transparent)]
+    Mailer(#[from] crate::mailer::MailerError),
 }
 
 /// How `run` runs.
@@ -79,12 +88,98 @@ impl App {
                 ..IntakeSettings::default()
             },
         );
+        let templates = Templates::load(&config.mailing.templates_dir)?;
+        let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
         Ok(Self {
             config,
             roster,
             intake: Arc::new(intake),
             clock,
+            templates,
+            mailer,
         })
+    }
+
+    fn mailing(&self) -> Option<crate::campaign::Mailing<'_>> {
+        let mailer = self.mailer.as_ref()?;
+        Some(crate::campaign::Mailing {
+            store: self.intake.store(),
+            config: &self.config,
+            roster: self.roster.as_ref(),
+            templates: &self.templates,
+            our_address: mailer.from_address(),
+            domain: mailer.domain.clone(),
+        })
+    }
+
+    /// Processes every pending message; returns the ids processed.
+    async fn process_pending(&self, stop: Option<&mut (dyn Future<Output = ()> + Unpin)>) -> Vec<String> {
+        let mut done = Vec::new();
+        let mut stop = stop;
+        loop {
+            match self.intake.step(self.clock.now()).await {
+                Ok(crate::intake::Step::Idle) => break,
+                Ok(crate::intake::Step::Processed { id }) => done.push(id),
+                Ok(crate::intake::Step::Failed { .. }) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "processing failed");
+                    break;
+                }
+            }
+            if let Some(s) = stop.as_mut()
+                && s.now_or_never().is_some()
+            {
+                break;
+            }
+        }
+        done
+    }
+
+    /// Receipts and bounce handling for newly processed messages, the
+    /// reminders and the overdue list that are due, then paced sending of
+    /// whatever is queued. Mail problems are logged, never fatal.
+    pub async fn mail_tick(&self, processed: &[String]) {
+        let Some(m) = self.mailing() else { return };
+        let now = self.clock.now();
+        for id in processed {
+            let raw = match crate::campaign::raw_of(m.store, self.intake.archive(), id).await {
+                Ok(Some(raw)) => raw,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(message = %id, error = %e, "cannot read message for its receipt");
+                    continue;
+                }
+            };
+            if let Err(e) = crate::campaign::after_processing(&m, id, &raw, now).await {
+                tracing::warn!(message = %id, error = %e, "receipt or bounce handling failed");
+            }
+        }
+        if let Some(c) = &self.config.campaign {
+            if self.config.mailing.reminders_enabled
+                && let Err(e) = crate::campaign::queue_reminders(&m, now, None).await
+            {
+                tracing::warn!(error = %e, "cannot plan reminders");
+            }
+            if now > c.deadline.timestamp()
+                && !self.config.mailing.office.is_empty()
+                && let Err(e) = crate::campaign::queue_overdue_report(&m, now, "report:deadline").await
+            {
+                tracing::warn!(error = %e, "cannot queue the overdue list");
+            }
+        }
+        let (Some(mailer), Some(smtp)) = (&self.mailer, &self.config.smtp) else { return };
+        loop {
+            let now = self.clock.now();
+            let day = crate::campaign::day_start(&self.config, now);
+            match crate::campaign::send_step(self.intake.store(), mailer, smtp.pacing, now, day).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sending failed");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -116,9 +211,9 @@ pub async fn run(
                 Err(e) => tracing::error!(source = %source.name, error = %e, "source poll failed"),
             }
         }
-        let clock = app.clock.clone();
-        let n = app.intake.drain(|| clock.now()).await?;
-        tracing::info!(processed = n, "pass finished");
+        let processed = app.process_pending(None).await;
+        app.mail_tick(&processed).await;
+        tracing::info!(processed = processed.len(), "pass finished");
         return Ok(());
     }
 
@@ -164,19 +259,11 @@ pub async fn run(
         }
         // Process one message at a time; a stop request is looked at
         // between messages, so it waits for at most the current one.
-        loop {
-            match app.intake.step(app.clock.now()).await {
-                Ok(crate::intake::Step::Idle) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "processing failed");
-                    break;
-                }
-            }
-            if (&mut shutdown).now_or_never().is_some() {
-                break 'service;
-            }
+        let processed = app.process_pending(Some(&mut shutdown)).await;
+        if (&mut shutdown).now_or_never().is_some() {
+            break 'service;
         }
+        app.mail_tick(&processed).await;
         if let Ok(counts) = app.intake.store().count_by_state().await {
             let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
             notify(&[NotifyState::Status(&format!(

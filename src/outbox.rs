@@ -303,3 +303,11 @@ pub async fn undeliverable(
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
         .collect()
 }
+
+/// Outbox rows by state (missed slots left out), for `status`.
+pub async fn count_by_state(store: &Store) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+    let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox WHERE state <> 'missed' GROUP BY state")
+        .fetch_all(store.pool())
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+}

@@ -24,6 +24,26 @@ pub struct Status {
     pub counts: Counts,
     pub units: Vec<UnitStatus>,
     pub review: Vec<ReviewItem>,
+    /// Mail refused permanently (5xx), for the office to act on.
+    pub failed_mail: Vec<FailedMail>,
+    /// Unit addresses that bounced: no more reminders go there.
+    pub undeliverable: Vec<Undeliverable>,
+    /// Mail written to the outbox, by state (`queued`, `sent`, `failed`).
+    pub outbox: std::collections::BTreeMap<String, i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedMail {
+    pub to: String,
+    pub subject: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Undeliverable {
+    pub address: String,
+    pub unit_id: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,14 +142,29 @@ pub async fn build(
     let pool = store.pool();
 
     // Registrations credited to units, newest first.
-    let rows = sqlx::query(
-        "SELECT r.unit_id, r.complete, r.received_at, r.fields, r.message FROM registration r
+    let mut rows = sqlx::query(
+        "SELECT r.unit_id, r.complete, r.received_at, r.fields, r.message, m.date_header, r.idx FROM registration r
          JOIN message m ON m.id = r.message
-         WHERE r.unit_id IS NOT NULL AND m.state = 'done'
-         ORDER BY r.received_at DESC, r.message DESC, r.idx DESC",
+         WHERE r.unit_id IS NOT NULL AND m.state = 'done'",
     )
     .fetch_all(pool)
     .await?;
+    // Messages fetched in the same second (a backlog taken in one poll)
+    // are ordered by their Date header, so a correction sent after the
+    // first form is the receipt however the fetch went.
+    let order = |row: &sqlx::any::AnyRow| {
+        let received: i64 = row.try_get(2).unwrap_or_default();
+        let sent = row
+            .try_get::<Option<String>, _>(5)
+            .ok()
+            .flatten()
+            .and_then(|d| chrono::DateTime::parse_from_rfc3339(&d).ok())
+            .map(|d| d.timestamp());
+        let message: String = row.try_get(4).unwrap_or_default();
+        let idx: i32 = row.try_get(6).unwrap_or_default();
+        (received, sent, message, idx)
+    };
+    rows.sort_by_cached_key(|row| std::cmp::Reverse(order(row)));
     let mut latest: HashMap<String, Latest> = HashMap::new();
     let mut submissions: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
     let mut latest_message: HashMap<String, String> = HashMap::new();
@@ -184,6 +219,16 @@ pub async fn build(
         pending_review.insert(unit);
     }
 
+    // Reminders sent to each unit, and the last one's time.
+    let mut reminders: HashMap<String, (i64, Option<i64>)> = HashMap::new();
+    let campaign_name = config.campaign.as_ref().map_or_else(|| "default".to_string(), |c| c.name.clone());
+    for r in crate::outbox::reminders(store, &campaign_name).await? {
+        if r.state == "sent" {
+            let e = reminders.entry(r.unit_key).or_insert((0, None));
+            e.0 += 1;
+            e.1 = Some(e.1.map_or(r.at, |t| t.max(r.at)));
+        }
+    }
     let mut units = Vec::new();
     let mut counts = Counts::default();
     for unit in roster.map(|r| r.units.as_slice()).unwrap_or_default() {
@@ -214,8 +259,8 @@ pub async fn build(
             officer_email: field("officer", "email"),
             submissions: submissions.get(&unit.id).map_or(0, |s| s.len() as i64),
             problems: l.map(|l| l.problems.clone()).unwrap_or_default(),
-            reminders_sent: 0,
-            last_reminder_at: None,
+            reminders_sent: reminders.get(&unit.id).map_or(0, |r| r.0),
+            last_reminder_at: reminders.get(&unit.id).and_then(|r| r.1).map(fmt),
         });
     }
     counts.units = units.len();
@@ -303,12 +348,26 @@ pub async fn build(
         "needs_review" => 1,
         _ => 2,
     });
+    let failed_mail = crate::outbox::failed(store)
+        .await?
+        .into_iter()
+        .map(|(to, subject, error)| FailedMail { to, subject, error })
+        .collect();
+    let undeliverable = crate::outbox::undeliverable(store)
+        .await?
+        .into_iter()
+        .map(|(address, unit_id, reason)| Undeliverable { address, unit_id, reason })
+        .collect();
+    let outbox = crate::outbox::count_by_state(store).await?;
     Ok(Status {
         campaign,
         sources,
         counts,
         units,
         review,
+        failed_mail,
+        undeliverable,
+        outbox,
     })
 }
 
@@ -351,7 +410,7 @@ impl Status {
             _ => "未报送",
         };
         let mut rows = vec![
-            ["单位", "状态", "信息员", "手机", "报送次数", "问题"]
+            ["单位", "状态", "信息员", "手机", "报送次数", "已提醒", "问题"]
                 .map(String::from)
                 .to_vec(),
         ];
@@ -362,6 +421,7 @@ impl Status {
                 u.officer_name.clone().unwrap_or_default(),
                 u.officer_mobile.clone().unwrap_or_default(),
                 u.submissions.to_string(),
+                u.reminders_sent.to_string(),
                 u.problems.join(","),
             ]);
         }
@@ -377,6 +437,25 @@ impl Status {
                     r.subject.as_deref().unwrap_or(""),
                     r.reason
                 );
+            }
+        }
+        if !self.outbox.is_empty() {
+            let state_zh = |s: &str| match s {
+                "sent" => "已发送",
+                "queued" => "待发送",
+                "failed" => "发送失败",
+                _ => "其他",
+            };
+            let parts: Vec<String> = self.outbox.iter().map(|(k, v)| format!("{} {v}", state_zh(k))).collect();
+            let _ = writeln!(out, "发出的邮件：{}", parts.join("，"));
+        }
+        for f in &self.failed_mail {
+            let _ = writeln!(out, "  发送失败：{} “{}” — {}", f.to, f.subject, f.error);
+        }
+        if !self.undeliverable.is_empty() {
+            let _ = writeln!(out, "退信地址（不再发送提醒，请核实名单中的邮箱）：");
+            for u in &self.undeliverable {
+                let _ = writeln!(out, "  {}（{}）", u.address, u.unit_id.as_deref().unwrap_or("未知单位"));
             }
         }
         out
