@@ -243,6 +243,10 @@ fn config_check(path: Option<&Path>) -> i32 {
 /// Checks what the config points to that can be checked without the
 /// network: the roster loads.
 fn check_files(config: &Config) -> Result<(), ConfigError> {
+    crate::templates::Templates::load(&config.mailing.templates_dir).map_err(|e| ConfigError {
+        key: "report.templates".into(),
+        reason: e.to_string(),
+    })?;
     if let Some(path) = &config.roster {
         Roster::load(path).map_err(|e| ConfigError {
             key: "roster.path".into(),
