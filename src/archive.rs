@@ -3,8 +3,12 @@
 //! to it (and before the mailbox is touched).
 //!
 //! Files are named after the SHA-256 of their content, never after anything
-//! a sender chose, and are written to a temporary name, fsynced, renamed and
-//! the folder fsynced, so a crash leaves either the whole file or none.
+//! a sender chose, and are written to a temporary name and renamed, so a
+//! crash of the process leaves either the whole file or none. Durability
+//! against power loss is batched: [`Archive::sync`] flushes the whole
+//! archive's filesystem once (`syncfs`), and sources call it (through
+//! `Intake::make_durable`) before they change anything on the server — one
+//! flush per batch instead of two fsyncs per message.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -38,7 +42,8 @@ impl Archive {
         hex::encode(Sha256::digest(raw))
     }
 
-    /// Stores `raw` durably; storing the same bytes again is a no-op.
+    /// Stores `raw` (durable after the next [`Archive::sync`]); storing the
+    /// same bytes again is a no-op.
     pub fn store(&self, raw: &[u8]) -> std::io::Result<Stored> {
         let id = Self::id_of(raw);
         let rel_path = format!("{}/{}/{id}.eml", &id[..2], &id[2..4]);
@@ -52,11 +57,16 @@ impl Archive {
         {
             let mut f = File::create(&tmp)?;
             f.write_all(raw)?;
-            f.sync_all()?;
         }
         fs::rename(&tmp, &path)?;
-        File::open(&folder)?.sync_all()?;
         Ok(Stored { id, rel_path })
+    }
+
+    /// Flushes everything written to the archive's filesystem to disk.
+    pub fn sync(&self) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        let dir = File::open(&self.dir)?;
+        rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
     }
 
     /// Reads a stored message back.

@@ -104,6 +104,34 @@ pub fn must_not_reply(
         || from == ours.to_lowercase()
 }
 
+/// `Precedence: bulk / junk / list`: never answered (RFC 3834 §2).
+fn bulk(raw: &[u8]) -> bool {
+    mail_parser::MessageParser::default()
+        .parse_headers(raw)
+        .and_then(|m| {
+            m.header_raw("Precedence")
+                .map(|v| v.trim().to_ascii_lowercase())
+        })
+        .is_some_and(|v| matches!(v.as_str(), "bulk" | "junk" | "list"))
+}
+
+/// The Message-IDs a message replies to (`In-Reply-To`, `References`),
+/// in angle brackets.
+fn parents(raw: &[u8]) -> Vec<String> {
+    let Some(m) = mail_parser::MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for value in [m.in_reply_to(), m.references()] {
+        if let Some(list) = value.as_text_list() {
+            ids.extend(list.iter().map(|id| format!("<{id}>")));
+        } else if let Some(id) = value.as_text() {
+            ids.push(format!("<{id}>"));
+        }
+    }
+    ids
+}
+
 /// Queues the receipt for a processed message, if one is due.
 pub async fn acknowledge(
     m: &Mailing<'_>,
@@ -126,10 +154,21 @@ pub async fn acknowledge(
         parsed.list_id.as_deref(),
         parsed.auto_submitted.as_deref(),
         &m.our_address,
-    ) {
+    ) || bulk(raw)
+    {
         return Ok(false);
     }
     let regs = registrations_of(m.store, message).await?;
+    // A reply to one of our own mails that brings no form is an
+    // auto-responder that does not say so (or a person writing back):
+    // answering it could go on forever.
+    if regs.is_empty() {
+        for parent in parents(raw) {
+            if outbox::is_ours(m.store, &parent).await? {
+                return Ok(false);
+            }
+        }
+    }
     let problems = problems_of(m.store, message).await?;
     let mut values = m.base_values(now);
     values.insert("subject", row.subject.clone().unwrap_or_default());
@@ -203,10 +242,9 @@ pub async fn handle_bounce(
         if let Some(start) = line
             .find(&format!("@{}>", m.domain))
             .and_then(|at| line[..at].rfind("<xxdc-"))
+            && let Some(end) = line[start..].find('>')
         {
-            if let Some(end) = line[start..].find('>') {
-                candidates.push(("message_id", line[start..start + end + 1].to_string()));
-            }
+            candidates.push(("message_id", line[start..start + end + 1].to_string()));
         }
     }
     for (how, value) in candidates {
@@ -287,6 +325,23 @@ pub async fn queue_reminders(
         .into_iter()
         .filter(|u| only.is_none_or(|id| u.unit_id == id))
         .collect();
+    // Reminders queued earlier but still unsent (paced, retried) that
+    // are no longer wanted go before anything is sent.
+    outbox::cancel_reminders_to_undeliverable(m.store).await?;
+    let waiting: std::collections::BTreeSet<String> =
+        outbox::reminders(m.store, &m.campaign_name())
+            .await?
+            .into_iter()
+            .filter(|r| r.state == "queued")
+            .map(|r| r.unit_key)
+            .collect();
+    for unit in units.iter().filter(|u| waiting.contains(&u.unit_id)) {
+        if let Some(why) = reminders::eligibility(&m.config.mailing.schedule, unit, false) {
+            let n = outbox::cancel_reminders(m.store, &m.campaign_name(), &unit.unit_id, why.zh())
+                .await?;
+            tracing::info!(unit = %unit.unit_id, reason = why.zh(), cancelled = n, "queued reminder no longer wanted");
+        }
+    }
     let mut queued = 0;
     for decision in reminders::due(
         &m.config.mailing.schedule,
@@ -490,6 +545,10 @@ pub fn overdue_xlsx(rows: &[Vec<String>], title: &str) -> Result<Vec<u8>, String
     wb.save_to_buffer().map_err(e)
 }
 
+/// Seconds all sending pauses after the server judged us a spammer
+/// (doubled for each time the same mail met it, up to 8×).
+pub const THROTTLE_PAUSE: i64 = 30 * 60;
+
 /// Sends one due outbox mail if pacing allows; returns whether one was
 /// handled (sent, retried later or failed).
 pub async fn send_step(
@@ -507,6 +566,8 @@ pub async fn send_step(
     let Some(mail) = outbox::next_due(store, now).await? else {
         return Ok(false);
     };
+    // The row (and its Message-ID) is on disk before the mail leaves.
+    store.sync().await?;
     match mailer.send(&mail).await {
         Ok(()) => {
             outbox::mark_sent(store, &mail.id, now).await?;
@@ -521,12 +582,24 @@ pub async fn send_step(
             outbox::mark_failed(store, &mail.id, &e).await?;
             tracing::error!(to = %mail.to, error = %e, "mail refused permanently");
         }
+        Err(SendError::Throttled(e)) => {
+            // Everything waits, not only this mail: the next one would be
+            // refused the same way, and each refusal prolongs the block.
+            let pause = THROTTLE_PAUSE * (1_i64 << mail.attempts.clamp(0, 3));
+            outbox::mark_retry(store, &mail.id, &e, now + pause).await?;
+            outbox::pause_all(store, now + pause).await?;
+            tracing::warn!(to = %mail.to, error = %e, pause, "server asks us to slow down; sending paused");
+        }
     }
     Ok(true)
 }
 
 /// The raw bytes of a stored message.
-pub async fn raw_of(store: &Store, archive: &crate::archive::Archive, id: &str) -> Result<Option<Vec<u8>>, CampaignError> {
+pub async fn raw_of(
+    store: &Store,
+    archive: &crate::archive::Archive,
+    id: &str,
+) -> Result<Option<Vec<u8>>, CampaignError> {
     use sqlx::Row;
     let row = sqlx::query("SELECT archive_path FROM message WHERE id = $1")
         .bind(id)
@@ -535,12 +608,20 @@ pub async fn raw_of(store: &Store, archive: &crate::archive::Archive, id: &str) 
         .map_err(StoreError::from)?;
     let Some(row) = row else { return Ok(None) };
     let path: String = row.try_get(0).map_err(StoreError::from)?;
-    archive.read(&path).map(Some).map_err(|e| CampaignError::Other(format!("无法读取存档邮件：{e}")))
+    archive
+        .read(&path)
+        .map(Some)
+        .map_err(|e| CampaignError::Other(format!("无法读取存档邮件：{e}")))
 }
 
 /// After a message was processed: a bounce of our own mail marks the
 /// address undeliverable; anything else may get a receipt.
-pub async fn after_processing(m: &Mailing<'_>, id: &str, raw: &[u8], now: i64) -> Result<(), CampaignError> {
+pub async fn after_processing(
+    m: &Mailing<'_>,
+    id: &str,
+    raw: &[u8],
+    now: i64,
+) -> Result<(), CampaignError> {
     match message_summary(m.store, id).await? {
         Some(s) if s.kind == "bounce" => {
             handle_bounce(m, raw, now).await?;
@@ -688,6 +769,21 @@ mod tests {
             None,
             ours
         ));
+    }
+
+    #[test]
+    fn bulk_mail_and_replies_are_recognised() {
+        assert!(bulk(b"From: a@b.c\r\nPrecedence: Bulk\r\n\r\nx"));
+        assert!(bulk(b"From: a@b.c\r\nPrecedence: junk\r\n\r\nx"));
+        assert!(!bulk(b"From: a@b.c\r\nPrecedence: first-class\r\n\r\nx"));
+        assert!(!bulk(b"From: a@b.c\r\n\r\nx"));
+        let raw = b"From: a@b.c\r\nIn-Reply-To: <xxdc-1@163.com>\r\n\
+References: <m0@yj.gov.cn> <xxdc-1@163.com>\r\n\r\nx";
+        assert_eq!(
+            parents(raw),
+            vec!["<xxdc-1@163.com>", "<m0@yj.gov.cn>", "<xxdc-1@163.com>"]
+        );
+        assert!(parents(b"From: a@b.c\r\n\r\nx").is_empty());
     }
 
     #[test]

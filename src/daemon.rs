@@ -19,11 +19,11 @@ use crate::archive::Archive;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::intake::{Intake, IntakeSettings};
+use crate::mailer::Mailer;
 use crate::pipeline::Pipeline;
 use crate::roster::Roster;
 use crate::sandbox::Isolation;
 use crate::sources::{self, SourceCtx};
-use crate::mailer::Mailer;
 use crate::store::Store;
 use crate::templates::Templates;
 
@@ -113,7 +113,10 @@ impl App {
     }
 
     /// Processes every pending message; returns the ids processed.
-    async fn process_pending(&self, stop: Option<&mut (dyn Future<Output = ()> + Unpin)>) -> Vec<String> {
+    async fn process_pending(
+        &self,
+        stop: Option<&mut (dyn Future<Output = ()> + Unpin)>,
+    ) -> Vec<String> {
         let mut done = Vec::new();
         let mut stop = stop;
         loop {
@@ -162,16 +165,21 @@ impl App {
             }
             if now > c.deadline.timestamp()
                 && !self.config.mailing.office.is_empty()
-                && let Err(e) = crate::campaign::queue_overdue_report(&m, now, "report:deadline").await
+                && let Err(e) =
+                    crate::campaign::queue_overdue_report(&m, now, "report:deadline").await
             {
                 tracing::warn!(error = %e, "cannot queue the overdue list");
             }
         }
-        let (Some(mailer), Some(smtp)) = (&self.mailer, &self.config.smtp) else { return };
+        let (Some(mailer), Some(smtp)) = (&self.mailer, &self.config.smtp) else {
+            return;
+        };
         loop {
             let now = self.clock.now();
             let day = crate::campaign::day_start(&self.config, now);
-            match crate::campaign::send_step(self.intake.store(), mailer, smtp.pacing, now, day).await {
+            match crate::campaign::send_step(self.intake.store(), mailer, smtp.pacing, now, day)
+                .await
+            {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
@@ -221,13 +229,26 @@ pub async fn run(
     for source in app.config.sources.clone() {
         tasks.push(tokio::spawn(sources::run(source, ctx.clone())));
     }
+    // READY=1 once every source has polled successfully, from a task of
+    // its own: a backlog being processed must not hold READY back (systemd
+    // would kill a start that takes longer than TimeoutStartSec).
     let expected = app.config.sources.len();
-    let mut ready_sources = std::collections::HashSet::new();
-    let mut ready_sent = false;
-    if expected == 0 {
-        notify(&[NotifyState::Ready]);
-        ready_sent = true;
-    }
+    let readiness = tokio::spawn(async move {
+        let mut ready_sources = std::collections::HashSet::new();
+        while ready_sources.len() < expected {
+            match ready_rx.recv().await {
+                Some(name) => {
+                    ready_sources.insert(name);
+                }
+                None => return,
+            }
+        }
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("已连接所有邮件来源，正在收取"),
+        ]);
+        tracing::info!("ready");
+    });
     // The watchdog is fed from a task of its own: processing one message
     // may take minutes (a child timeout per attachment) and must not look
     // like a hang. A wedged runtime still stops the pings.
@@ -241,19 +262,13 @@ pub async fn run(
         })
     });
     let mut poll_tick = tokio::time::interval(Duration::from_secs(5));
+    // Looked at in several places: once complete it stays complete (an
+    // `async fn` must not be polled again after it finished).
+    let shutdown = futures::future::maybe_done(shutdown);
     tokio::pin!(shutdown);
     'service: loop {
         tokio::select! {
             () = &mut shutdown => break,
-            Some(name) = ready_rx.recv() => {
-                ready_sources.insert(name);
-                if !ready_sent && ready_sources.len() >= expected {
-                    notify(&[NotifyState::Ready, NotifyState::Status("已连接所有邮件来源，正在收取")]);
-                    ready_sent = true;
-                    tracing::info!("ready");
-                }
-                continue;
-            }
             () = app.intake.arrived.notified() => {}
             _ = poll_tick.tick() => {}
         }
@@ -272,6 +287,7 @@ pub async fn run(
             ))]);
         }
     }
+    readiness.abort();
     notify(&[NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     for task in tasks {

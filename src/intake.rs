@@ -154,6 +154,18 @@ impl Intake {
         })
     }
 
+    /// Makes everything accepted so far durable (archive files and ledger
+    /// rows). Sources call it before they change anything on the server or
+    /// move a file aside: one flush per batch, not per message.
+    pub async fn make_durable(&self) -> Result<(), IntakeError> {
+        let archive = self.archive.clone();
+        tokio::task::spawn_blocking(move || archive.sync())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.store.sync().await?;
+        Ok(())
+    }
+
     /// Claims and processes one message.
     pub async fn step(&self, now: i64) -> Result<Step, IntakeError> {
         let s = self.settings;

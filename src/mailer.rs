@@ -31,6 +31,32 @@ pub enum SendError {
     /// 5xx or a mail that cannot be built: do not retry.
     #[error("无法发送：{0}")]
     Permanent(String),
+    /// The server judged our sending too fast or too alike (163's
+    /// `554 DT:SPM`, its `RP:` rate codes): not a verdict on this mail.
+    /// Sending pauses for a long while, then the mail is tried again;
+    /// quick retries are exactly what makes 163 keep refusing.
+    #[error("发送过于频繁，被对方服务器暂时拒收：{0}")]
+    Throttled(String),
+}
+
+/// Words in an SMTP reply that mean "slow down" rather than "never":
+/// 163 answers a burst of similar mail with `554 DT:SPM …` and its rate
+/// and quota limits with `RP:…` codes (`451 RP:QRC`, `550 RP:TRC`).
+const THROTTLE_MARKERS: &[&str] = &["DT:SPM", "RP:"];
+
+/// Sorts a lettre error into what the outbox does next.
+fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+    let text = e.to_string();
+    if THROTTLE_MARKERS.iter().any(|m| text.contains(m)) {
+        SendError::Throttled(text)
+    } else if e.is_permanent() {
+        SendError::Permanent(text)
+    } else {
+        // 4xx, and also what is neither: a dropped connection or a
+        // timeout. A drop after DATA is ambiguous; resending with the
+        // same Message-ID is the safe side.
+        SendError::Transient(text)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,9 +233,14 @@ impl Mailer {
         let built = match &mail.attachment {
             None => builder.singlepart(text),
             Some((name, bytes)) => {
-                let kind = ContentType::parse(
-                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                )
+                // lettre writes the name only as RFC 2231 `filename*=` in
+                // Content-Disposition; QQ mail shows such attachments as
+                // `tcmime.*.bin`. The RFC 2047 `name=` most clients read
+                // as well is added to Content-Type.
+                let kind = ContentType::parse(&format!(
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet; name=\"{}\"",
+                    encoded_word(name)
+                ))
                 .map_err(|e| SendError::Permanent(e.to_string()))?;
                 builder.multipart(
                     MultiPart::mixed()
@@ -230,16 +261,26 @@ impl Mailer {
                 .map_err(|e| {
                     SendError::Transient(format!("无法写入发件文件夹 {}：{e}", dir.display()))
                 }),
-            Transport::Smtp(t) => match t.send(message).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                // 4xx, and also what is neither: a dropped connection or a
-                // timeout. A drop after DATA is ambiguous; resending with
-                // the same Message-ID is the safe side.
-                Err(e) => Err(SendError::Transient(e.to_string())),
-            },
+            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| classify(&e)),
         }
     }
+}
+
+/// `name` as one RFC 2047 encoded word when it is not plain ASCII, for a
+/// quoted header parameter.
+fn encoded_word(name: &str) -> String {
+    let clean: String = crate::templates::header_safe(name)
+        .chars()
+        .filter(|c| !matches!(c, '"' | '\\'))
+        .collect();
+    if clean.is_ascii() {
+        return clean;
+    }
+    use base64::Engine;
+    format!(
+        "=?utf-8?b?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(clean.as_bytes())
+    )
 }
 
 /// Writes `<dir>/<id>.eml` atomically; the same row always gives the same
@@ -249,4 +290,19 @@ async fn write_file(dir: &std::path::Path, id: &str, bytes: &[u8]) -> std::io::R
     let tmp = dir.join(format!(".{id}.tmp"));
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, dir.join(format!("{id}.eml"))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_names_are_encoded_words() {
+        assert_eq!(encoded_word("list.xlsx"), "list.xlsx");
+        assert_eq!(
+            encoded_word("未报送单位名单.xlsx"),
+            "=?utf-8?b?5pyq5oql6YCB5Y2V5L2N5ZCN5Y2VLnhsc3g=?="
+        );
+        assert_eq!(encoded_word("a\"b\r\nc.xlsx"), "ab c.xlsx");
+    }
 }

@@ -192,6 +192,58 @@ pub async fn mark_retry(
     Ok(())
 }
 
+/// The server asked us to slow down: nothing queued is tried before
+/// `until` (rows already waiting longer keep their time).
+pub async fn pause_all(store: &Store, until: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET next_attempt_at = $1
+         WHERE state = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at < $1)",
+    )
+    .bind(until)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Reminders still queued for `unit` that are no longer wanted (it
+/// registered meanwhile, or its address bounced): never sent, kept as
+/// `cancelled` so the slot still counts as handled.
+pub async fn cancel_reminders(
+    store: &Store,
+    campaign: &str,
+    unit: &str,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = 'cancelled', last_error = $3
+         WHERE campaign = $1 AND unit_key = $2 AND state = 'queued'
+           AND kind IN ('reminder', 'overdue_reminder')",
+    )
+    .bind(campaign)
+    .bind(unit)
+    .bind(reason)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Reminders still queued to an address that bounced meanwhile.
+pub async fn cancel_reminders_to_undeliverable(store: &Store) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = 'cancelled', last_error = '退信地址'
+         WHERE state = 'queued' AND kind IN ('reminder', 'overdue_reminder')
+           AND LOWER(to_addr) IN (SELECT address FROM undeliverable)",
+    )
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Whether `message_id` (`<…>`) is one of the mails we sent.
+pub async fn is_ours(store: &Store, message_id: &str) -> Result<bool, StoreError> {
+    Ok(by_message_id(store, message_id).await?.is_some())
+}
+
 /// A permanent failure (5xx): never retried, shown in `status`.
 pub async fn mark_failed(store: &Store, id: &str, error: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
@@ -305,9 +357,14 @@ pub async fn undeliverable(
 }
 
 /// Outbox rows by state (missed slots left out), for `status`.
-pub async fn count_by_state(store: &Store) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
-    let rows = sqlx::query("SELECT state, COUNT(*) FROM outbox WHERE state <> 'missed' GROUP BY state")
-        .fetch_all(store.pool())
-        .await?;
-    rows.iter().map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
+pub async fn count_by_state(
+    store: &Store,
+) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+    let rows =
+        sqlx::query("SELECT state, COUNT(*) FROM outbox WHERE state <> 'missed' GROUP BY state")
+            .fetch_all(store.pool())
+            .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+        .collect()
 }

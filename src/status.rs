@@ -221,7 +221,10 @@ pub async fn build(
 
     // Reminders sent to each unit, and the last one's time.
     let mut reminders: HashMap<String, (i64, Option<i64>)> = HashMap::new();
-    let campaign_name = config.campaign.as_ref().map_or_else(|| "default".to_string(), |c| c.name.clone());
+    let campaign_name = config
+        .campaign
+        .as_ref()
+        .map_or_else(|| "default".to_string(), |c| c.name.clone());
     for r in crate::outbox::reminders(store, &campaign_name).await? {
         if r.state == "sent" {
             let e = reminders.entry(r.unit_key).or_insert((0, None));
@@ -356,7 +359,11 @@ pub async fn build(
     let undeliverable = crate::outbox::undeliverable(store)
         .await?
         .into_iter()
-        .map(|(address, unit_id, reason)| Undeliverable { address, unit_id, reason })
+        .map(|(address, unit_id, reason)| Undeliverable {
+            address,
+            unit_id,
+            reason,
+        })
         .collect();
     let outbox = crate::outbox::count_by_state(store).await?;
     Ok(Status {
@@ -410,9 +417,17 @@ impl Status {
             _ => "未报送",
         };
         let mut rows = vec![
-            ["单位", "状态", "信息员", "手机", "报送次数", "已提醒", "问题"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "单位",
+                "状态",
+                "信息员",
+                "手机",
+                "报送次数",
+                "已提醒",
+                "问题",
+            ]
+            .map(String::from)
+            .to_vec(),
         ];
         for u in &self.units {
             rows.push(vec![
@@ -444,9 +459,14 @@ impl Status {
                 "sent" => "已发送",
                 "queued" => "待发送",
                 "failed" => "发送失败",
+                "cancelled" => "已取消",
                 _ => "其他",
             };
-            let parts: Vec<String> = self.outbox.iter().map(|(k, v)| format!("{} {v}", state_zh(k))).collect();
+            let parts: Vec<String> = self
+                .outbox
+                .iter()
+                .map(|(k, v)| format!("{} {v}", state_zh(k)))
+                .collect();
             let _ = writeln!(out, "发出的邮件：{}", parts.join("，"));
         }
         for f in &self.failed_mail {
@@ -455,7 +475,12 @@ impl Status {
         if !self.undeliverable.is_empty() {
             let _ = writeln!(out, "退信地址（不再发送提醒，请核实名单中的邮箱）：");
             for u in &self.undeliverable {
-                let _ = writeln!(out, "  {}（{}）", u.address, u.unit_id.as_deref().unwrap_or("未知单位"));
+                let _ = writeln!(
+                    out,
+                    "  {}（{}）",
+                    u.address,
+                    u.unit_id.as_deref().unwrap_or("未知单位")
+                );
             }
         }
         out

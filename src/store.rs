@@ -131,6 +131,17 @@ impl Store {
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // With WAL, NORMAL survives a killed process; power
+                        // loss is covered by `sync`, which sources call
+                        // before they change anything on the server.
+                        sqlx::Executor::execute(&mut *conn, "PRAGMA synchronous=NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await?;
         if backend == Backend::Sqlite {
@@ -143,6 +154,17 @@ impl Store {
         let store = Self { pool, backend };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Makes every committed transaction durable (SQLite: a WAL
+    /// checkpoint; PostgreSQL commits durably already).
+    pub async fn sync(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(FULL)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn migrate(&self) -> Result<()> {

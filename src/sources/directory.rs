@@ -84,6 +84,7 @@ pub async fn poll(name: &str, path: &Path, ctx: &SourceCtx) -> Result<usize, Sou
         }
     }
     let mut taken = 0;
+    let mut recorded = Vec::new();
     for file in files {
         let raw = match tokio::fs::read(&file).await {
             Ok(raw) => raw,
@@ -112,6 +113,14 @@ pub async fn poll(name: &str, path: &Path, ctx: &SourceCtx) -> Result<usize, Sou
             .and_then(crate::sniff::extension)
             .unwrap_or_else(|| "bin".into());
         let aside = done.join(format!("{}.{ext}", accepted.id));
+        recorded.push((file, aside));
+        taken += 1;
+    }
+    // What was recorded reaches the disk before any file leaves the folder.
+    if !recorded.is_empty() {
+        ctx.intake.make_durable().await?;
+    }
+    for (file, aside) in recorded {
         match tokio::fs::rename(&file, &aside).await {
             Ok(()) => {}
             // Moved aside by another instance that took it too: recording
@@ -119,7 +128,6 @@ pub async fn poll(name: &str, path: &Path, ctx: &SourceCtx) -> Result<usize, Sou
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("无法移动文件", &file, e)),
         }
-        taken += 1;
     }
     Ok(taken)
 }

@@ -50,7 +50,8 @@ impl TestDb {
                 let mut admin = sqlx::AnyConnection::connect(PG_ADMIN_URL)
                     .await
                     .expect("PostgreSQL on 127.0.0.1:5432 (scripts/check starts it)");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
+                // The name is ours: `xxdc_t_` and 16 hex digits.
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut admin)
                     .await
                     .expect("create test database");
@@ -89,9 +90,11 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async move {
                 let mut admin = sqlx::AnyConnection::connect(PG_ADMIN_URL).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await?;
                 admin.close().await
             })
         })
@@ -189,7 +192,7 @@ E-mail：officer@163.com\r\n\
 }
 
 /// Runs a statement on the test database and returns one i64.
-pub async fn scalar(store: &xxdc_intake::store::Store, sql: &str) -> i64 {
+pub async fn scalar(store: &xxdc_intake::store::Store, sql: &'static str) -> i64 {
     use sqlx::Row;
     sqlx::query(sql)
         .fetch_one(store.pool())
