@@ -154,6 +154,74 @@ impl Intake {
         })
     }
 
+    /// Like [`Intake::accept`] for a fetched batch of one mailbox: the
+    /// archive files are written together and the rows recorded in one
+    /// transaction.
+    pub async fn accept_batch(
+        &self,
+        source: &str,
+        mailbox: &str,
+        uidvalidity: i64,
+        items: Vec<(i64, Vec<u8>)>,
+        now: i64,
+    ) -> Result<Vec<(i64, Accepted)>, IntakeError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let archive = self.archive.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            items
+                .into_iter()
+                .map(|(uid, raw)| {
+                    let stored = archive.store(&raw)?;
+                    let message_id = header_message_id(&raw);
+                    Ok((uid, stored, message_id, raw.len()))
+                })
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let rows: Vec<(NewMessage<'_>, MailboxKey<'_>)> = stored
+            .iter()
+            .map(|(uid, s, message_id, len)| {
+                (
+                    NewMessage {
+                        id: &s.id,
+                        message_id: message_id.as_deref(),
+                        original_name: None,
+                        size: i64::try_from(*len).unwrap_or(i64::MAX),
+                        archive_path: &s.rel_path,
+                        received_at: now,
+                    },
+                    MailboxKey {
+                        source,
+                        mailbox,
+                        uidvalidity,
+                        uid: *uid,
+                    },
+                )
+            })
+            .collect();
+        let flags = self.store.record_batch(&rows, now).await?;
+        if flags.iter().any(|(new_message, _)| *new_message) {
+            self.arrived.notify_one();
+        }
+        Ok(stored
+            .iter()
+            .zip(flags)
+            .map(|((uid, s, _, _), (new_message, new_entry))| {
+                (
+                    *uid,
+                    Accepted {
+                        id: s.id.clone(),
+                        new_message,
+                        new_entry,
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// Makes everything accepted so far durable (archive files and ledger
     /// rows). Sources call it before they change anything on the server or
     /// move a file aside: one flush per batch, not per message.

@@ -219,6 +219,47 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Records several messages and where they were seen in one
+    /// transaction (a fetched batch); returns per item (new message, new
+    /// entry).
+    pub async fn record_batch(
+        &self,
+        items: &[(NewMessage<'_>, MailboxKey<'_>)],
+        now: i64,
+    ) -> Result<Vec<(bool, bool)>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for (m, key) in items {
+            let message = sqlx::query(
+                "INSERT INTO message (id, message_id, original_name, size, archive_path, received_at, state, attempts)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(m.id)
+            .bind(m.message_id)
+            .bind(m.original_name)
+            .bind(m.size)
+            .bind(m.archive_path)
+            .bind(m.received_at)
+            .execute(&mut *tx)
+            .await?;
+            let entry = sqlx::query(
+                "INSERT INTO mailbox_entry (source, mailbox, uidvalidity, uid, message, seen_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, mailbox, uidvalidity, uid) DO NOTHING",
+            )
+            .bind(key.source)
+            .bind(key.mailbox)
+            .bind(key.uidvalidity)
+            .bind(key.uid)
+            .bind(m.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            out.push((message.rows_affected() == 1, entry.rows_affected() == 1));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Whether a (source, mailbox, UIDVALIDITY, UID) is already recorded.
     pub async fn has_entry(&self, key: &MailboxKey<'_>) -> Result<bool> {
         let row = sqlx::query(

@@ -74,8 +74,6 @@ const KIND: &str = "imap";
 const FETCH_BATCH: usize = 50;
 /// UIDs per header fetch when reconciling a UIDVALIDITY change.
 const HEADER_BATCH: usize = 500;
-/// Messages being archived and recorded at once while the fetch goes on.
-const ACCEPT_IN_FLIGHT: usize = 8;
 /// UIDs per after-action command.
 const ACTION_BATCH: usize = 200;
 /// The longest IDLE (servers may drop an IDLE after 30 minutes).
@@ -484,13 +482,11 @@ impl<'a> Conn<'a> {
     /// an accept is idempotent, the next sync takes those messages again.
     async fn fetch_and_accept(&mut self, uids: &[u32]) -> Result<usize, SourceError> {
         let t = self.src.s.timeout;
-        let name: Arc<str> = Arc::from(self.src.name);
-        let mailbox: Arc<str> = Arc::from(self.src.s.mailbox.as_str());
         let uidvalidity = i64::from(self.uidvalidity);
-        let mut accepting = tokio::task::JoinSet::new();
         let mut taken = 0;
         for chunk in uids.chunks(FETCH_BATCH) {
             let set = uid_set(chunk);
+            let mut batch: Vec<(i64, Vec<u8>)> = Vec::with_capacity(chunk.len());
             let mut stream = net(
                 t,
                 "FETCH",
@@ -512,39 +508,33 @@ impl<'a> Conn<'a> {
                     );
                     continue;
                 };
-                let raw = raw.to_vec();
-                drop(fetch);
-                let intake = Arc::clone(&self.src.ctx.intake);
-                let now = self.src.ctx.clock.now();
-                let (name, mailbox) = (Arc::clone(&name), Arc::clone(&mailbox));
-                accepting.spawn(async move {
-                    let key = MailboxKey {
-                        source: &name,
-                        mailbox: &mailbox,
-                        uidvalidity,
-                        uid: i64::from(uid),
-                    };
-                    (uid, intake.accept(&key, &raw, None, now).await)
-                });
-                while accepting.len() >= ACCEPT_IN_FLIGHT {
-                    taken += book(
-                        &mut self.known,
-                        self.src.name,
-                        self.uidvalidity,
-                        accepting.join_next().await,
-                    )?;
-                }
+                batch.push((i64::from(uid), raw.to_vec()));
             }
             drop(stream);
             drain(self.src.name, &mut self.session);
-        }
-        while !accepting.is_empty() {
-            taken += book(
-                &mut self.known,
-                self.src.name,
-                self.uidvalidity,
-                accepting.join_next().await,
-            )?;
+            // One archive pass and one transaction per fetched batch.
+            let now = self.src.ctx.clock.now();
+            let accepted = self
+                .src
+                .ctx
+                .intake
+                .accept_batch(self.src.name, &self.src.s.mailbox, uidvalidity, batch, now)
+                .await?;
+            for (uid, a) in accepted {
+                let Ok(uid) = u32::try_from(uid) else {
+                    continue;
+                };
+                self.known.insert(uid);
+                tracing::debug!(
+                    source = self.src.name,
+                    uid,
+                    uidvalidity = self.uidvalidity,
+                    message = %a.id,
+                    new_message = a.new_message,
+                    "message recorded"
+                );
+                taken += usize::from(a.new_entry);
+            }
         }
         Ok(taken)
     }
@@ -733,41 +723,6 @@ impl<'a> Conn<'a> {
         let bound = self.src.s.timeout.min(GOODBYE);
         let _ = tokio::time::timeout(bound, self.session.logout()).await;
     }
-}
-
-type AcceptDone = Option<
-    Result<
-        (
-            u32,
-            Result<crate::intake::Accepted, crate::intake::IntakeError>,
-        ),
-        tokio::task::JoinError,
-    >,
->;
-
-/// Books one finished accept: 1 when its ledger entry was new.
-fn book(
-    known: &mut BTreeSet<u32>,
-    name: &str,
-    uidvalidity: u32,
-    done: AcceptDone,
-) -> Result<usize, SourceError> {
-    let Some(done) = done else {
-        return Ok(0);
-    };
-    let (uid, accepted) =
-        done.map_err(|e| SourceError::Io(format!("保存邮件的任务意外中止：{e}")))?;
-    let accepted = accepted?;
-    known.insert(uid);
-    tracing::debug!(
-        source = name,
-        uid,
-        uidvalidity,
-        message = %accepted.id,
-        new_message = accepted.new_message,
-        "message recorded"
-    );
-    Ok(usize::from(accepted.new_entry))
 }
 
 /// Connects, reads the greeting, upgrades to TLS as configured, logs in
