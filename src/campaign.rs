@@ -230,7 +230,7 @@ pub async fn handle_bounce(
     raw: &[u8],
     now: i64,
 ) -> Result<Option<String>, CampaignError> {
-    let text = String::from_utf8_lossy(raw);
+    let text = bounce_text(raw);
     // Our Message-IDs and outbox header travel in the returned original or
     // in the report's text part.
     let mut candidates = Vec::new();
@@ -261,6 +261,45 @@ pub async fn handle_bounce(
         }
     }
     Ok(None)
+}
+
+/// The raw bounce plus the decoded content of each of its parts: servers
+/// return the original base64-encoded as often as not, and our headers are
+/// only readable once decoded.
+fn bounce_text(raw: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(raw).into_owned();
+    if let Some(msg) = mail_parser::MessageParser::default().parse(raw) {
+        let mut stack = vec![msg];
+        let mut budget = 64;
+        while let Some(m) = stack.pop() {
+            for part in &m.parts {
+                budget -= 1;
+                if budget == 0 {
+                    return text;
+                }
+                match &part.body {
+                    mail_parser::PartType::Message(inner) => {
+                        text.push('\n');
+                        text.push_str(&String::from_utf8_lossy(inner.raw_message()));
+                        stack.push(inner.clone().into_owned());
+                    }
+                    other => {
+                        text.push('\n');
+                        text.push_str(&String::from_utf8_lossy(other_contents(other)));
+                    }
+                }
+            }
+        }
+    }
+    text
+}
+
+fn other_contents<'a>(body: &'a mail_parser::PartType<'_>) -> &'a [u8] {
+    match body {
+        mail_parser::PartType::Text(t) | mail_parser::PartType::Html(t) => t.as_bytes(),
+        mail_parser::PartType::Binary(b) | mail_parser::PartType::InlineBinary(b) => b.as_ref(),
+        _ => &[],
+    }
 }
 
 /// The units as the reminder planner sees them, and what was sent.
@@ -784,6 +823,23 @@ References: <m0@yj.gov.cn> <xxdc-1@163.com>\r\n\r\nx";
             vec!["<xxdc-1@163.com>", "<m0@yj.gov.cn>", "<xxdc-1@163.com>"]
         );
         assert!(parents(b"From: a@b.c\r\n\r\nx").is_empty());
+    }
+
+    #[test]
+    fn our_ids_are_found_in_a_base64_returned_original() {
+        use base64::Engine;
+        let original =
+            "Message-ID: <xxdc-0001@163.com>\r\nX-Xxdc-Outbox: 0001\r\nSubject: x\r\n\r\nbody\r\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(original);
+        let bounce = format!(
+            "From: MAILER-DAEMON@163.com\r\nSubject: 系统退信\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nundeliverable\r\n\
+             --b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b--\r\n"
+        );
+        assert!(!bounce.contains("X-Xxdc-Outbox"));
+        let text = bounce_text(bounce.as_bytes());
+        assert!(text.contains("X-Xxdc-Outbox: 0001"), "{text}");
     }
 
     #[test]
