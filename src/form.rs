@@ -85,8 +85,74 @@ pub fn extract(grid: &Grid) -> Vec<RawForm> {
     split_regions(&nodes)
         .into_iter()
         .map(|region| Layout::new(region).read())
+        .map(split_person_lines)
         .filter(|form| !form.values.is_empty())
         .collect()
+}
+
+/// A person written on one line without labels — `分管领导：王建国 副局长
+/// 13905771111` — leaves the whole line in the name. The name is the first
+/// word; a mobile number, an e-mail address, a phone number and a title
+/// among the other words fill those fields when the form left them empty.
+fn split_person_lines(mut form: RawForm) -> RawForm {
+    use Field::*;
+    for (name, title, mobile, phone, email) in [
+        (
+            LeaderName,
+            LeaderTitle,
+            LeaderMobile,
+            LeaderOfficePhone,
+            LeaderEmail,
+        ),
+        (
+            OfficerName,
+            OfficerTitle,
+            OfficerMobile,
+            OfficerOfficePhone,
+            OfficerEmail,
+        ),
+    ] {
+        let Some(value) = form.values.get(&name).cloned() else {
+            continue;
+        };
+        let words: Vec<&str> = value
+            .split(|c: char| c.is_whitespace() || matches!(c, '，' | ',' | '、' | '；' | ';' | '/'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        // `张 三` is a padded name, not a name and a title.
+        if words.len() < 2 || words[0].chars().count() < 2 {
+            continue;
+        }
+        let mut rest: Vec<(Field, String)> = Vec::new();
+        for word in &words[1..] {
+            let digits: String = word.chars().filter(char::is_ascii_digit).collect();
+            let field = if word.contains('@') || word.contains('＠') {
+                email
+            } else if digits.len() == 11
+                && digits.starts_with('1')
+                && digits.len() + 2 >= word.chars().count()
+            {
+                mobile
+            } else if (7..=12).contains(&digits.len()) && digits.len() + 2 >= word.chars().count() {
+                phone
+            } else if digits.is_empty() && word.chars().count() <= 12 {
+                title
+            } else {
+                // Something we cannot place: keep the line as written.
+                rest.clear();
+                break;
+            };
+            rest.push((field, (*word).to_string()));
+        }
+        if rest.is_empty() {
+            continue;
+        }
+        form.values.insert(name, words[0].to_string());
+        for (field, word) in rest {
+            form.values.entry(field).or_insert(word);
+        }
+    }
+    form
 }
 
 /// Turns cells into nodes, splitting inline `标签：值` text into label and
@@ -777,6 +843,24 @@ mod tests {
         assert_eq!(get(f, Field::OfficerMobile), Some("13800000003"));
         assert_eq!(get(f, Field::OfficerHomePhone), None);
         assert_eq!(get(f, Field::OfficerNativePlace), Some("浙江 永嘉"));
+    }
+
+    #[test]
+    fn a_person_on_one_line_without_labels() {
+        let g = grid(&[
+            &["单位：县统计局"],
+            &["分管领导：王建国 副局长 13905771111"],
+            &["信息员：李小红，科员，13905772222，lxh@163.com"],
+            &["信息员姓名", "张 三"],
+        ]);
+        let f = &extract(&g)[0];
+        assert_eq!(get(f, Field::LeaderName), Some("王建国"));
+        assert_eq!(get(f, Field::LeaderTitle), Some("副局长"));
+        assert_eq!(get(f, Field::LeaderMobile), Some("13905771111"));
+        assert_eq!(get(f, Field::OfficerName), Some("李小红"));
+        assert_eq!(get(f, Field::OfficerEmail), Some("lxh@163.com"));
+        let padded = grid(&[&["信息员姓名", "张 三"]]);
+        assert_eq!(get(&extract(&padded)[0], Field::OfficerName), Some("张 三"));
     }
 
     #[test]
