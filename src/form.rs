@@ -608,8 +608,64 @@ impl Layout {
                 Some(_) => {}
             }
         }
+        // `永嘉县教育局分管政务信息领导及信息员登记表`: a title that names the
+        // unit stands in for a missing 单位.
+        if !form.values.contains_key(&Field::UnitName)
+            && let Some(unit) = self
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.text.contains("登记表") && matches!(n.label, None | Some(Label::Title))
+                })
+                .find_map(|n| unit_in_title(&n.text))
+        {
+            form.values.insert(Field::UnitName, unit);
+        }
         form
     }
+}
+
+/// The unit a form's title names before the form's own name, if any.
+fn unit_in_title(title: &str) -> Option<String> {
+    let flat: String = title.chars().filter(|c| !c.is_whitespace()).collect();
+    let cut = [
+        "分管政务信息",
+        "分管信息",
+        "政务信息",
+        "分管领导",
+        "信息员",
+        "登记表",
+    ]
+    .iter()
+    .filter_map(|w| flat.find(w))
+    .min()?;
+    let prefix = flat[..cut].trim_matches(|c: char| !c.is_alphanumeric() && !is_cjk_char(c));
+    let prefix = prefix.strip_suffix('的').unwrap_or(prefix);
+    let plausible = |name: &str| {
+        name.chars().count() >= 3
+            && !name.contains("关于")
+            && !name.contains("通知")
+            && [
+                "局", "镇", "乡", "街道", "办", "委", "政府", "院", "所", "中心", "处", "会", "部",
+                "站", "队",
+            ]
+            .iter()
+            .any(|end| name.ends_with(end))
+    };
+    if plausible(prefix) {
+        return Some(prefix.to_string());
+    }
+    // `…登记表（瓯北街道）`
+    let after = &flat[flat.find("登记表")? + "登记表".len()..];
+    let inner = after
+        .trim_start_matches(['(', '（'])
+        .split([')', '）'])
+        .next()?;
+    (after.starts_with(['(', '（']) && plausible(inner)).then(|| inner.to_string())
+}
+
+fn is_cjk_char(c: char) -> bool {
+    matches!(c as u32, 0x3400..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3FFFF)
 }
 
 /// Trims a value and drops placeholders that mean "nothing" (无, /, —).
@@ -861,6 +917,22 @@ mod tests {
         assert_eq!(get(f, Field::OfficerEmail), Some("lxh@163.com"));
         let padded = grid(&[&["信息员姓名", "张 三"]]);
         assert_eq!(get(&extract(&padded)[0], Field::OfficerName), Some("张 三"));
+    }
+
+    #[test]
+    fn a_title_naming_the_unit_stands_in_for_a_missing_unit() {
+        let g = grid(&[
+            &["永嘉县教育局分管政务信息领导及信息员登记表"],
+            &["信息员姓名", "周二"],
+        ]);
+        assert_eq!(get(&extract(&g)[0], Field::UnitName), Some("永嘉县教育局"));
+        let plain = grid(&[&["分管政务信息领导及信息员登记表"], &["信息员姓名", "周二"]]);
+        assert_eq!(get(&extract(&plain)[0], Field::UnitName), None);
+        assert_eq!(unit_in_title("关于报送信息员登记表的通知"), None);
+        assert_eq!(
+            unit_in_title("分管政务信息领导及信息员登记表（瓯北街道）").as_deref(),
+            Some("瓯北街道")
+        );
     }
 
     #[test]
