@@ -35,6 +35,9 @@ const MAX_INDEXED_ROWSPAN: u32 = 256;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawForm {
     pub values: BTreeMap<Field, String>,
+    /// The unit a title names (`永嘉县教育局…登记表`), for matching when the
+    /// form's 单位 is empty; not a value of the form.
+    pub title_unit: Option<String>,
 }
 
 impl RawForm {
@@ -51,6 +54,9 @@ impl RawForm {
     /// Takes the unit fields this form lacks from another (e.g. a
     /// `填报单位：X` line above a Word table).
     pub fn fill_unit_from(&mut self, other: &RawForm) {
+        if self.title_unit.is_none() {
+            self.title_unit.clone_from(&other.title_unit);
+        }
         for (field, value) in &other.values {
             if field.section() == Section::Unit {
                 self.values.entry(*field).or_insert_with(|| value.clone());
@@ -86,7 +92,7 @@ pub fn extract(grid: &Grid) -> Vec<RawForm> {
         .into_iter()
         .map(|region| Layout::new(region).read())
         .map(split_person_lines)
-        .filter(|form| !form.values.is_empty())
+        .filter(|form| !form.values.is_empty() || form.title_unit.is_some())
         .collect()
 }
 
@@ -609,17 +615,14 @@ impl Layout {
             }
         }
         // `永嘉县教育局分管政务信息领导及信息员登记表`: a title that names the
-        // unit stands in for a missing 单位.
-        if !form.values.contains_key(&Field::UnitName)
-            && let Some(unit) = self
-                .nodes
-                .iter()
-                .filter(|n| {
-                    n.text.contains("登记表") && matches!(n.label, None | Some(Label::Title))
-                })
-                .find_map(|n| unit_in_title(&n.text))
+        // unit helps to match a form whose 单位 is empty.
+        if let Some(unit) = self
+            .nodes
+            .iter()
+            .filter(|n| n.text.contains("登记表") && matches!(n.label, None | Some(Label::Title)))
+            .find_map(|n| unit_in_title(&n.text))
         {
-            form.values.insert(Field::UnitName, unit);
+            form.title_unit = Some(unit);
         }
         form
     }
@@ -920,14 +923,16 @@ mod tests {
     }
 
     #[test]
-    fn a_title_naming_the_unit_stands_in_for_a_missing_unit() {
+    fn a_title_naming_the_unit_is_kept_for_matching() {
         let g = grid(&[
             &["永嘉县教育局分管政务信息领导及信息员登记表"],
             &["信息员姓名", "周二"],
         ]);
-        assert_eq!(get(&extract(&g)[0], Field::UnitName), Some("永嘉县教育局"));
+        let f = &extract(&g)[0];
+        assert_eq!(get(f, Field::UnitName), None);
+        assert_eq!(f.title_unit.as_deref(), Some("永嘉县教育局"));
         let plain = grid(&[&["分管政务信息领导及信息员登记表"], &["信息员姓名", "周二"]]);
-        assert_eq!(get(&extract(&plain)[0], Field::UnitName), None);
+        assert_eq!(extract(&plain)[0].title_unit, None);
         assert_eq!(unit_in_title("关于报送信息员登记表的通知"), None);
         assert_eq!(
             unit_in_title("分管政务信息领导及信息员登记表（瓯北街道）").as_deref(),

@@ -37,6 +37,8 @@ pub struct Context<'a> {
     pub sender: Option<&'a Unit>,
     pub subject: Option<&'a str>,
     pub filename: Option<&'a str>,
+    /// The unit the form's title names, when its 单位 is empty.
+    pub title: Option<&'a str>,
 }
 
 /// Folds a unit name to the key it is compared by.
@@ -182,6 +184,20 @@ impl Matcher {
                     Code::UnknownUnit,
                     format!("登记表填写的单位“{written}”不在单位名单中"),
                 ),
+            };
+        }
+        // A title naming a unit counts as the form's word, with the same
+        // conflict rule as a written 单位.
+        if let Some((unit, _)) = ctx.title.and_then(|t| self.by_name(t)) {
+            return match ctx.sender {
+                Some(sender) if sender.id != unit.id => none(
+                    Code::UnitConflict,
+                    format!(
+                        "登记表标题中的单位“{}”与发件邮箱所属单位“{}”不一致，请人工确认",
+                        unit.name, sender.name
+                    ),
+                ),
+                _ => found(unit, "form", 0.85),
             };
         }
         if let Some(sender) = ctx.sender {

@@ -384,6 +384,7 @@ impl Pipeline {
                     sender,
                     subject: envelope.as_ref().and_then(|e| e.subject.as_deref()),
                     filename: found.filename.as_deref(),
+                    title: found.form.title_unit.as_deref(),
                 };
                 let outcome = m.decide(unit_name.as_deref(), ctx);
                 reg_problems.extend(outcome.problem);
