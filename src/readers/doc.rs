@@ -2,8 +2,10 @@
 //! files, which use the same compound-file layout. It owns everything between
 //! the attachment bytes and [`Extracted`]: opening the compound file, the FIB,
 //! the piece table (CLX), paragraph properties (PAPX FKPs, including the
-//! `sprmPHugePapx` spill-over into the `Data` stream), table reconstruction
-//! with row and column spans, and the `\x05SummaryInformation` metadata. It
+//! `sprmPHugePapx` spill-over into the `Data` stream), the table marks and
+//! row definitions (`sprmTDefTable`, `sprmTVertMerge`) that
+//! `super::word_table` turns into grids with row and column spans, and the
+//! `\x05SummaryInformation` metadata. It
 //! does not interpret the form (that is `crate::form`'s job), does not read
 //! Word 6/95 files (a different FIB; reported as unsupported), does not
 //! decrypt password-protected files, and ignores character formatting,
@@ -20,7 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
 use std::rc::Rc;
 
-use crate::grid::{Cell, Extracted, Grid, Meta, ReadError, ReadLimits, clean_text};
+use super::word_table::{CellDef, RowDef, TableBuilder};
+#[cfg(test)]
+use crate::grid::Grid;
+use crate::grid::{Extracted, Meta, ReadError, ReadLimits};
 
 /// `wIdent` of a Word 97+ FIB.
 const WORD_IDENT: u16 = 0xA5EC;
@@ -34,9 +39,6 @@ const FKP_SIZE: usize = 512;
 /// Word nests tables only a few levels deep; larger `itap` values are
 /// hostile and clamped so the table stack stays small.
 const MAX_DEPTH: usize = 64;
-/// Column boundaries closer than this (in twips, 1/1440 inch) are one
-/// boundary: rows of a hand-made form are rarely aligned to the twip.
-const SNAP_TWIPS: i32 = 15;
 
 const SPRM_P_F_IN_TABLE: u16 = 0x2416;
 const SPRM_P_F_TTP: u16 = 0x2417;
@@ -71,14 +73,14 @@ fn extract(streams: &Streams, limits: &ReadLimits) -> Result<Extracted, ReadErro
     )?;
 
     let mut props_cache = PropsCache::default();
-    let mut doc = DocBuilder::new(limits);
+    let mut tables = TableBuilder::new(limits, "");
     // Paragraphs are handed over one at a time so that memory follows what
     // is kept (cells, bounded by the limits), not the paragraph count.
     read_paragraphs(&streams.word, &pieces, fib.ccp_text, limits, |para| {
         let props = props_cache.get(&papx, streams.data.as_deref(), para.mark_fc);
-        doc.paragraph(para, &props)
+        paragraph(&mut tables, para, &props)
     })?;
-    let (grids, tables) = doc.finish()?;
+    let (grids, tables) = tables.finish()?;
 
     let mut meta = streams
         .summary
@@ -527,22 +529,6 @@ fn push_visible(out: &mut String, ch: char, fields_in_code: usize) {
 // ---------------------------------------------------------------------------
 // Paragraph properties
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct TcFlags {
-    first_merged: bool,
-    merged: bool,
-    vert_merge: bool,
-    vert_restart: bool,
-}
-
-/// The row layout from `sprmTDefTable`: cell boundaries in twips and the
-/// per-cell merge flags.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct TableDef {
-    centers: Vec<i16>,
-    cells: Vec<TcFlags>,
-}
-
 #[derive(Debug, Clone, Default)]
 struct ParaProps {
     in_table: bool,
@@ -550,7 +536,8 @@ struct ParaProps {
     itap: i64,
     inner_cell: bool,
     inner_ttp: bool,
-    tdef: Option<Rc<TableDef>>,
+    /// The row layout from `sprmTDefTable` (and `sprmTVertMerge`).
+    tdef: Option<Rc<RowDef>>,
 }
 
 impl ParaProps {
@@ -742,300 +729,81 @@ fn apply_grpprl(grpprl: &[u8], data: Option<&[u8]>, props: &mut ParaProps, allow
         let tdef = Rc::make_mut(tdef);
         for (itc, code) in vert_merges {
             if let Some(tc) = tdef.cells.get_mut(itc) {
-                tc.vert_merge = code != 0;
-                tc.vert_restart = code == 3;
+                tc.v_cont = code != 0;
+                tc.v_first = code == 3;
             }
         }
     }
 }
 
-fn parse_tdef(op: &[u8]) -> TableDef {
+/// The row layout of a `TDefTableOperand`: `rgdxaCenter` holds the left
+/// edge and then every cell's right boundary (twips), `rgTc80` the per-cell
+/// merge flags.
+fn parse_tdef(op: &[u8]) -> RowDef {
     let itc_mac = usize::from(op.first().copied().unwrap_or(0));
     let centers: Vec<i16> = (0..=itc_mac).map_while(|i| i16_at(op, 1 + i * 2)).collect();
+    let Some((&left, rights)) = centers.split_first() else {
+        return RowDef::default();
+    };
     if centers.len() != itc_mac + 1 {
-        return TableDef::default();
+        return RowDef::default();
     }
     let tc_base = 1 + (itc_mac + 1) * 2;
     // rgTc80 may hold fewer than itcMac entries; missing ones are defaults.
-    let cells = (0..itc_mac)
-        .map(|i| {
+    let cells = rights
+        .iter()
+        .enumerate()
+        .map(|(i, &right)| {
             let grf = u16_at(op, tc_base + i * 20).unwrap_or(0);
-            TcFlags {
-                first_merged: grf & 0x0001 != 0,
-                merged: grf & 0x0002 != 0,
-                vert_merge: grf & 0x0020 != 0,
-                vert_restart: grf & 0x0040 != 0,
+            CellDef {
+                right: i32::from(right),
+                h_first: grf & 0x0001 != 0,
+                h_cont: grf & 0x0002 != 0,
+                v_cont: grf & 0x0020 != 0,
+                v_first: grf & 0x0040 != 0,
             }
         })
         .collect();
-    TableDef { centers, cells }
+    RowDef {
+        left: i32::from(left),
+        cells,
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Tables
 
-#[derive(Debug)]
-struct RowDraft {
-    cells: Vec<String>,
-    tdef: Option<Rc<TableDef>>,
-}
-
-#[derive(Debug)]
-struct TableDraft {
-    name: String,
-    rows: Vec<RowDraft>,
-    row: Vec<String>,
-    cell: Vec<String>,
-    children: u32,
-    /// Grids of tables nested in this one, emitted after it.
-    nested: Vec<Grid>,
-}
-
-impl TableDraft {
-    fn new(name: String) -> Self {
-        Self {
-            name,
-            rows: Vec::new(),
-            row: Vec::new(),
-            cell: Vec::new(),
-            children: 0,
-            nested: Vec::new(),
-        }
-    }
-
-    fn end_cell(&mut self) {
-        let text = clean_text(&self.cell.join("\n"));
-        self.cell.clear();
-        self.row.push(text);
-    }
-
-    fn end_row(&mut self, tdef: Option<Rc<TableDef>>) {
-        self.rows.push(RowDraft {
-            cells: std::mem::take(&mut self.row),
-            tdef,
-        });
-    }
-}
-
-struct DocBuilder<'l> {
-    limits: &'l ReadLimits,
-    stack: Vec<TableDraft>,
-    grids: Vec<Grid>,
-    text: Grid,
-    tables: u32,
-    cells: usize,
-}
-
-impl<'l> DocBuilder<'l> {
-    fn new(limits: &'l ReadLimits) -> Self {
-        Self {
-            limits,
-            stack: Vec::new(),
-            grids: Vec::new(),
-            text: Grid::new("text"),
-            tables: 0,
-            cells: 0,
-        }
-    }
-
-    /// Enforces `max_cells`. Every table paragraph is counted (cell
-    /// paragraphs and row ends alike): an upper bound on cells plus rows, so
-    /// that rows of empty cells cannot grow memory without limit either.
-    fn count_cell(&mut self) -> Result<(), ReadError> {
-        self.cells += 1;
-        if self.cells > self.limits.max_cells {
-            return Err(ReadError::TooLarge(format!(
-                "单元格超过 {} 个",
-                self.limits.max_cells
-            )));
-        }
-        Ok(())
-    }
-
-    fn paragraph(&mut self, para: RawPara, props: &ParaProps) -> Result<(), ReadError> {
-        let depth = if para.mark == Mark::End {
-            0
-        } else {
-            props.depth()
-        };
-        while self.stack.len() > depth {
-            self.close_table()?;
-        }
-        while self.stack.len() < depth {
-            let name = match self.stack.last_mut() {
-                Some(parent) => {
-                    parent.children += 1;
-                    format!("{}.{}", parent.name, parent.children)
-                }
-                None => {
-                    self.tables += 1;
-                    format!("table {}", self.tables)
-                }
-            };
-            self.stack.push(TableDraft::new(name));
-        }
-        if depth > 0 {
-            self.count_cell()?;
-        }
-        let Some(table) = self.stack.last_mut() else {
-            let text = clean_text(&para.text);
-            if !text.is_empty() {
-                self.count_cell()?;
-                let row = u32::try_from(self.text.cells.len()).unwrap_or(u32::MAX);
-                self.text.push(Cell::new(row, 0, text));
-            }
-            return Ok(());
-        };
-        // Depth 1: cells end with \x07, rows with a \x07 carrying sprmPFTtp.
-        // Deeper: both are ordinary paragraph marks flagged with
-        // sprmPFInnerTableCell / sprmPFInnerTtp.
-        let row_end = if depth == 1 {
-            props.ttp
-        } else {
-            props.inner_ttp
-        };
-        if row_end {
-            // The row-end mark's own text is meaningless.
-            if !table.cell.is_empty() {
-                table.end_cell();
-            }
-            table.end_row(props.tdef.clone());
-            return Ok(());
-        }
-        table.cell.push(para.text);
-        if para.mark == Mark::Cell || (depth > 1 && props.inner_cell) {
-            table.end_cell();
-        }
-        Ok(())
-    }
-
-    fn close_table(&mut self) -> Result<(), ReadError> {
-        let Some(mut table) = self.stack.pop() else {
-            return Ok(());
-        };
-        if !table.cell.is_empty() {
-            table.end_cell();
-        }
-        if !table.row.is_empty() {
-            table.end_row(None);
-        }
-        let grid = layout(&table.name, &table.rows);
-        match self.stack.last_mut() {
-            Some(parent) => {
-                let flat: Vec<&str> = grid.cells.iter().map(|c| c.text.as_str()).collect();
-                if !flat.is_empty() {
-                    parent.cell.push(flat.join("\n"));
-                }
-                parent.nested.push(grid);
-                parent.nested.append(&mut table.nested);
-            }
-            None => {
-                self.grids.push(grid);
-                self.grids.append(&mut table.nested);
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<(Vec<Grid>, u32), ReadError> {
-        while !self.stack.is_empty() {
-            self.close_table()?;
-        }
-        if !self.text.is_empty() {
-            self.grids.push(self.text);
-        }
-        Ok((self.grids, self.tables))
-    }
-}
-
-/// Places a table's cells on a column grid made of every row's cell
-/// boundaries, and turns vertical/horizontal merge flags into spans.
-fn layout(name: &str, rows: &[RowDraft]) -> Grid {
-    fn usable(row: &RowDraft) -> Option<&TableDef> {
-        row.tdef
-            .as_deref()
-            .filter(|t| t.centers.len() > row.cells.len() && !row.cells.is_empty())
-    }
-    let mut bounds: Vec<i32> = rows
-        .iter()
-        .filter_map(usable)
-        .flat_map(|t| t.centers.iter().map(|&c| i32::from(c)))
-        .collect();
-    bounds.sort_unstable();
-    let mut snapped: Vec<i32> = Vec::new();
-    for b in bounds {
-        if snapped.last().is_none_or(|&last| b - last > SNAP_TWIPS) {
-            snapped.push(b);
-        }
-    }
-    // Grid column of a boundary: the last snapped boundary at or before it.
-    let column = |x: i16| -> u32 {
-        let x = i32::from(x);
-        let i = snapped.partition_point(|&b| b <= x + SNAP_TWIPS);
-        u32::try_from(i.saturating_sub(1)).unwrap_or(u32::MAX)
+/// Hands one paragraph to the table builder: its depth and whether it ends
+/// a cell or a row come from its mark and its table properties.
+fn paragraph(
+    tables: &mut TableBuilder<'_>,
+    para: RawPara,
+    props: &ParaProps,
+) -> Result<(), ReadError> {
+    let depth = if para.mark == Mark::End {
+        0
+    } else {
+        props.depth()
     };
-
-    let mut cells: Vec<Cell> = Vec::new();
-    // Grid column → index in `cells` of the last cell starting there, to
-    // extend vertical merges.
-    let mut by_col: BTreeMap<u32, usize> = BTreeMap::new();
-    for (r, row) in rows.iter().enumerate() {
-        let r = u32::try_from(r).unwrap_or(u32::MAX);
-        let tdef = usable(row);
-        let mut last_placed: Option<usize> = None;
-        for (i, text) in row.cells.iter().enumerate() {
-            let (col, colspan, tc) = match tdef {
-                Some(t) => {
-                    let (Some(&l), Some(&rt)) = (t.centers.get(i), t.centers.get(i + 1)) else {
-                        continue;
-                    };
-                    let (a, b) = (column(l), column(rt));
-                    (
-                        a,
-                        b.saturating_sub(a).max(1),
-                        t.cells.get(i).copied().unwrap_or_default(),
-                    )
-                }
-                None => (u32::try_from(i).unwrap_or(u32::MAX), 1, TcFlags::default()),
-            };
-            // Old-style horizontal merge: fold into the previous cell.
-            if tc.merged
-                && !tc.first_merged
-                && let Some(prev) = last_placed.and_then(|p| cells.get_mut(p))
-            {
-                prev.colspan = col
-                    .saturating_add(colspan)
-                    .saturating_sub(prev.col)
-                    .max(prev.colspan);
-                continue;
-            }
-            if tc.vert_merge && !tc.vert_restart {
-                let above = by_col.get(&col).copied().filter(|&k| {
-                    cells
-                        .get(k)
-                        .is_some_and(|c| c.last_row().checked_add(1) == Some(r))
-                });
-                if let Some(cell) = above.and_then(|k| cells.get_mut(k)) {
-                    cell.rowspan = cell.rowspan.saturating_add(1);
-                    continue;
-                }
-            }
-            by_col.insert(col, cells.len());
-            last_placed = Some(cells.len());
-            cells.push(Cell {
-                row: r,
-                col,
-                rowspan: 1,
-                colspan,
-                text: text.clone(),
-            });
-        }
+    if depth == 0 {
+        return tables.paragraph(para.text, 0);
     }
-    let mut grid = Grid::new(name);
-    for cell in cells {
-        grid.push(cell);
+    // Depth 1: cells end with \x07, rows with a \x07 carrying sprmPFTtp.
+    // Deeper: both are ordinary paragraph marks flagged with
+    // sprmPFInnerTableCell / sprmPFInnerTtp.
+    let row_end = if depth == 1 {
+        props.ttp
+    } else {
+        props.inner_ttp
+    };
+    if row_end {
+        // The row-end mark's own text is meaningless.
+        tables.row(String::new(), depth, props.tdef.clone())
+    } else if para.mark == Mark::Cell || (depth > 1 && props.inner_cell) {
+        tables.cell(para.text, depth)
+    } else {
+        tables.paragraph(para.text, depth)
     }
-    grid
 }
 
 // ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ pub mod pdf;
 pub mod rtf;
 pub mod spreadsheet;
 pub mod text;
+mod word_table;
 
 use crate::grid::{Extracted, ReadError, ReadLimits};
 use crate::sniff::Format;

@@ -29,10 +29,10 @@
 //!   merge flags before each `\cellx`); `\intbl`/`\itapN` paragraphs belong
 //!   to a table; `\cell`/`\row` (`\nestcell`/`\nestrow` with
 //!   `{\*\nesttableprops …}` for nested tables) end cells and rows. The
-//!   column grid is the union of every row's boundaries (snapped within
-//!   15 twips); `\clmrg` widens the cell before it, `\clvmrg` lengthens the
-//!   cell above. Nested tables are flattened into their host cell and also
-//!   emitted as `table N.M`.
+//!   grids are built by `super::word_table`: the column grid is the union
+//!   of every row's boundaries (snapped within 15 twips); `\clmrg` widens
+//!   the cell before it, `\clvmrg` lengthens the cell above. Nested tables
+//!   are flattened into their host cell and also emitted as `table N.M`.
 //!
 //! A file whose groups are left open at the end (a truncated file) is
 //! [`ReadError::Damaged`], except that a missing final `}` after a complete
@@ -40,12 +40,15 @@
 //! bounded: group depth, cells (`max_cells`), cells per row definition,
 //! `\bin` lengths; no input panics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use encoding_rs::Encoding;
 
-use crate::grid::{Cell, Extracted, Grid, Meta, ReadError, ReadLimits, clean_text};
+use super::word_table::{CellDef, RowDef, TableBuilder};
+#[cfg(test)]
+use crate::grid::Grid;
+use crate::grid::{Extracted, Meta, ReadError, ReadLimits, clean_text};
 
 /// Groups nested deeper than this are hostile (Word stays below 20).
 const MAX_GROUP_DEPTH: usize = 200;
@@ -53,8 +56,6 @@ const MAX_GROUP_DEPTH: usize = 200;
 const MAX_TABLE_DEPTH: usize = 16;
 /// Cells kept per row definition (Word allows 63 columns).
 const MAX_DEF_CELLS: usize = 1024;
-/// Column boundaries closer than this (in twips) are one boundary.
-const SNAP_TWIPS: i64 = 15;
 
 /// Reads an RTF document into grids: one per table (`table N`, nested ones
 /// `table N.M`), plus a `text` grid of the paragraphs outside tables.
@@ -326,34 +327,6 @@ impl Stamp {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct CellDef {
-    right: i32,
-    h_first: bool,
-    h_cont: bool,
-    v_first: bool,
-    v_cont: bool,
-}
-
-/// One `\trowd … \cellx` row definition.
-#[derive(Debug, Clone, Default)]
-struct RowDef {
-    left: i32,
-    cells: Vec<CellDef>,
-}
-
-impl RowDef {
-    /// Left and right edge of cell `i`.
-    fn edges(&self, i: usize) -> Option<(i64, i64)> {
-        let right = i64::from(self.cells.get(i)?.right);
-        let left = match i.checked_sub(1) {
-            None => i64::from(self.left),
-            Some(p) => i64::from(self.cells.get(p)?.right),
-        };
-        Some((left, right))
-    }
-}
-
 struct Parser<'a, 'l> {
     lex: Lexer<'a>,
     st: State,
@@ -381,7 +354,7 @@ struct Parser<'a, 'l> {
     /// Depth whose row definition `\cellx` & co. currently change.
     def_depth: usize,
     pending_cell: CellDef,
-    doc: DocBuilder<'l>,
+    doc: TableBuilder<'l>,
     /// The root group was opened / closed.
     started: bool,
     closed: bool,
@@ -419,7 +392,7 @@ impl<'a, 'l> Parser<'a, 'l> {
             defs: Vec::new(),
             def_depth: 1,
             pending_cell: CellDef::default(),
-            doc: DocBuilder::new(limits),
+            doc: TableBuilder::new(limits, "RTF 文件"),
             started: false,
             closed: false,
             clean_end: false,
@@ -891,288 +864,6 @@ fn is_skipped_destination(name: &[u8]) -> bool {
             | b"userprops"
             | b"docvar"
     )
-}
-
-// ---------------------------------------------------------------------------
-// Tables and paragraphs
-
-#[derive(Debug)]
-struct RowDraft {
-    cells: Vec<String>,
-    def: Option<Rc<RowDef>>,
-}
-
-#[derive(Debug)]
-struct TableDraft {
-    name: String,
-    rows: Vec<RowDraft>,
-    row: Vec<String>,
-    /// Paragraphs of the open cell.
-    cell: Vec<String>,
-    children: u32,
-    /// Grids of tables nested in this one, emitted after it.
-    nested: Vec<Grid>,
-}
-
-impl TableDraft {
-    fn new(name: String) -> Self {
-        Self {
-            name,
-            rows: Vec::new(),
-            row: Vec::new(),
-            cell: Vec::new(),
-            children: 0,
-            nested: Vec::new(),
-        }
-    }
-
-    fn end_cell(&mut self) {
-        let text = clean_text(&self.cell.join("\n"));
-        self.cell.clear();
-        self.row.push(text);
-    }
-
-    fn end_row(&mut self, def: Option<Rc<RowDef>>) {
-        self.rows.push(RowDraft {
-            cells: std::mem::take(&mut self.row),
-            def,
-        });
-    }
-}
-
-struct DocBuilder<'l> {
-    limits: &'l ReadLimits,
-    stack: Vec<TableDraft>,
-    grids: Vec<Grid>,
-    text: Grid,
-    tables: u32,
-    cells: usize,
-}
-
-impl<'l> DocBuilder<'l> {
-    fn new(limits: &'l ReadLimits) -> Self {
-        Self {
-            limits,
-            stack: Vec::new(),
-            grids: Vec::new(),
-            text: Grid::new("text"),
-            tables: 0,
-            cells: 0,
-        }
-    }
-
-    /// Enforces `max_cells`: every table paragraph, cell and row end and
-    /// every non-empty text paragraph counts.
-    fn count(&mut self) -> Result<(), ReadError> {
-        self.cells += 1;
-        if self.cells > self.limits.max_cells {
-            return Err(ReadError::TooLarge(format!(
-                "RTF 文件单元格超过 {} 个",
-                self.limits.max_cells
-            )));
-        }
-        Ok(())
-    }
-
-    /// Opens or closes tables until `depth` are open.
-    fn sync(&mut self, depth: usize) -> Result<(), ReadError> {
-        while self.stack.len() > depth {
-            self.close_table()?;
-        }
-        while self.stack.len() < depth {
-            let name = match self.stack.last_mut() {
-                Some(parent) => {
-                    parent.children += 1;
-                    format!("{}.{}", parent.name, parent.children)
-                }
-                None => {
-                    self.tables += 1;
-                    format!("table {}", self.tables)
-                }
-            };
-            self.stack.push(TableDraft::new(name));
-        }
-        Ok(())
-    }
-
-    /// A paragraph mark at table depth `depth` (0 = outside tables).
-    fn paragraph(&mut self, text: String, depth: usize) -> Result<(), ReadError> {
-        self.sync(depth)?;
-        match self.stack.last_mut() {
-            Some(table) => {
-                table.cell.push(text);
-                self.count()
-            }
-            None => {
-                let text = clean_text(&text);
-                if text.is_empty() {
-                    return Ok(());
-                }
-                self.count()?;
-                let row = u32::try_from(self.text.cells.len()).unwrap_or(u32::MAX);
-                self.text.push(Cell::new(row, 0, text));
-                Ok(())
-            }
-        }
-    }
-
-    fn cell(&mut self, text: String, depth: usize) -> Result<(), ReadError> {
-        self.sync(depth)?;
-        self.count()?;
-        if let Some(table) = self.stack.last_mut() {
-            table.cell.push(text);
-            table.end_cell();
-        }
-        Ok(())
-    }
-
-    fn row(
-        &mut self,
-        text: String,
-        depth: usize,
-        def: Option<Rc<RowDef>>,
-    ) -> Result<(), ReadError> {
-        self.sync(depth)?;
-        self.count()?;
-        if let Some(table) = self.stack.last_mut() {
-            if !text.trim().is_empty() {
-                table.cell.push(text);
-            }
-            if !table.cell.is_empty() {
-                table.end_cell();
-            }
-            table.end_row(def);
-        }
-        Ok(())
-    }
-
-    fn close_table(&mut self) -> Result<(), ReadError> {
-        let Some(mut table) = self.stack.pop() else {
-            return Ok(());
-        };
-        if !table.cell.is_empty() {
-            table.end_cell();
-        }
-        if !table.row.is_empty() {
-            table.end_row(None);
-        }
-        let grid = layout(&table.name, &table.rows);
-        match self.stack.last_mut() {
-            Some(parent) => {
-                let flat: Vec<&str> = grid.cells.iter().map(|c| c.text.as_str()).collect();
-                if !flat.is_empty() {
-                    parent.cell.push(flat.join("\n"));
-                }
-                parent.nested.push(grid);
-                parent.nested.append(&mut table.nested);
-            }
-            None => {
-                self.grids.push(grid);
-                self.grids.append(&mut table.nested);
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<(Vec<Grid>, u32), ReadError> {
-        while !self.stack.is_empty() {
-            self.close_table()?;
-        }
-        if !self.text.is_empty() {
-            self.grids.push(self.text);
-        }
-        Ok((self.grids, self.tables))
-    }
-}
-
-/// Places a table's cells on a column grid made of every row's cell
-/// boundaries, and turns merge flags into spans.
-fn layout(name: &str, rows: &[RowDraft]) -> Grid {
-    fn usable(row: &RowDraft) -> Option<&RowDef> {
-        row.def
-            .as_deref()
-            .filter(|d| d.cells.len() >= row.cells.len() && !row.cells.is_empty())
-    }
-    let mut bounds: Vec<i64> = rows
-        .iter()
-        .filter_map(usable)
-        .flat_map(|d| (0..d.cells.len()).filter_map(|i| d.edges(i)))
-        .flat_map(|(l, r)| [l, r])
-        .collect();
-    bounds.sort_unstable();
-    let mut snapped: Vec<i64> = Vec::new();
-    for b in bounds {
-        if snapped.last().is_none_or(|&last| b - last > SNAP_TWIPS) {
-            snapped.push(b);
-        }
-    }
-    // Grid column of a boundary: the last snapped boundary at or before it.
-    let column = |x: i64| -> u32 {
-        let i = snapped.partition_point(|&b| b <= x + SNAP_TWIPS);
-        u32::try_from(i.saturating_sub(1)).unwrap_or(u32::MAX)
-    };
-
-    let mut cells: Vec<Cell> = Vec::new();
-    // Grid column → index in `cells` of the last cell starting there, to
-    // extend vertical merges.
-    let mut by_col: BTreeMap<u32, usize> = BTreeMap::new();
-    for (r, row) in rows.iter().enumerate() {
-        let r = u32::try_from(r).unwrap_or(u32::MAX);
-        let def = usable(row);
-        let mut last_placed: Option<usize> = None;
-        for (i, text) in row.cells.iter().enumerate() {
-            let (col, colspan, cd) = match def {
-                Some(d) => {
-                    let Some((l, rt)) = d.edges(i) else {
-                        continue;
-                    };
-                    let (a, b) = (column(l), column(rt));
-                    (
-                        a,
-                        b.saturating_sub(a).max(1),
-                        d.cells.get(i).copied().unwrap_or_default(),
-                    )
-                }
-                None => (u32::try_from(i).unwrap_or(u32::MAX), 1, CellDef::default()),
-            };
-            // Horizontal merge: fold into the cell before.
-            if cd.h_cont
-                && !cd.h_first
-                && let Some(prev) = last_placed.and_then(|p| cells.get_mut(p))
-            {
-                prev.colspan = col
-                    .saturating_add(colspan)
-                    .saturating_sub(prev.col)
-                    .max(prev.colspan);
-                continue;
-            }
-            if cd.v_cont && !cd.v_first {
-                let above = by_col.get(&col).copied().filter(|&k| {
-                    cells
-                        .get(k)
-                        .is_some_and(|c| c.last_row().checked_add(1) == Some(r))
-                });
-                if let Some(cell) = above.and_then(|k| cells.get_mut(k)) {
-                    cell.rowspan = cell.rowspan.saturating_add(1);
-                    continue;
-                }
-            }
-            by_col.insert(col, cells.len());
-            last_placed = Some(cells.len());
-            cells.push(Cell {
-                row: r,
-                col,
-                rowspan: 1,
-                colspan,
-                text: text.clone(),
-            });
-        }
-    }
-    let mut grid = Grid::new(name);
-    for cell in cells {
-        grid.push(cell);
-    }
-    grid
 }
 
 #[cfg(test)]
