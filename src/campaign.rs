@@ -612,6 +612,13 @@ pub async fn send_step(
             outbox::mark_sent(store, &mail.id, now).await?;
             tracing::info!(to = %mail.to, kind = %mail.kind, slot = %mail.slot, "mail sent");
         }
+        // A day of retries (backoff doubling to an hour) is enough: the
+        // mail is then failed and shown in `status` for a person to act.
+        Err(SendError::Transient(e)) if mail.attempts + 1 >= MAX_TRANSIENT_ATTEMPTS => {
+            let reason = format!("{e}（已重试 {} 次，放弃发送）", mail.attempts + 1);
+            outbox::mark_failed(store, &mail.id, &reason).await?;
+            tracing::error!(to = %mail.to, error = %e, "mail given up after repeated transient failures");
+        }
         Err(SendError::Transient(e)) => {
             let backoff = 60 * (1_i64 << mail.attempts.clamp(0, 6));
             outbox::mark_retry(store, &mail.id, &e, now + backoff).await?;
@@ -731,6 +738,10 @@ async fn problems_of(store: &Store, id: &str) -> Result<Vec<String>, StoreError>
         .await?;
     rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
 }
+
+/// Sends tried for a mail whose failures are all transient, before it is
+/// marked failed.
+const MAX_TRANSIENT_ATTEMPTS: i64 = 30;
 
 /// The start of `now`'s local day, for the daily cap.
 pub fn day_start(config: &Config, now: i64) -> i64 {
