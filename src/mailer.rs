@@ -222,6 +222,10 @@ impl Mailer {
             .to(to)
             .subject(crate::templates::header_safe(&mail.subject))
             .message_id(Some(mail.message_id.clone()))
+            .date(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(mail.created_at).unwrap_or(0)),
+            )
             .header(AutoSubmitted(auto.into()))
             .header(OutboxId(mail.id.clone()));
         if let Some(parent) = &mail.in_reply_to {

@@ -44,6 +44,9 @@ pub struct Mail {
     pub in_reply_to: Option<String>,
     pub attachment: Option<(String, Vec<u8>)>,
     pub attempts: i64,
+    /// When the row was written (unix seconds): also the mail's `Date:`, so
+    /// a resend after a crash is byte for byte the same mail.
+    pub created_at: i64,
 }
 
 /// A row of the outbox for planning and status.
@@ -128,7 +131,7 @@ pub async fn record_missed(
 pub async fn next_due(store: &Store, now: i64) -> Result<Option<Mail>, StoreError> {
     let row = sqlx::query(
         "SELECT id, campaign, unit_key, slot, kind, to_addr, subject, body, message_id, in_reply_to,
-                attachment_name, attachment_b64, attempts
+                attachment_name, attachment_b64, attempts, created_at
          FROM outbox WHERE state = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
          ORDER BY created_at, id LIMIT 1",
     )
@@ -164,6 +167,7 @@ fn mail_of(r: &sqlx::any::AnyRow) -> Result<Mail, StoreError> {
         in_reply_to: r.try_get(9)?,
         attachment,
         attempts: r.try_get(12)?,
+        created_at: r.try_get(13)?,
     })
 }
 

@@ -459,6 +459,7 @@ async fn implicit_tls_and_starttls_with_auth_deliver() {
         in_reply_to: None,
         attachment: None,
         attempts: 0,
+        created_at: 1_179_280_800,
     };
     for (tls, port) in [("implicit", sink.smtps_port), ("starttls", sink.port)] {
         let raw: RawConfig = toml::from_str(&sink.smtp_toml(tls, "")).expect("smtp toml");
