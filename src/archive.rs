@@ -46,13 +46,17 @@ impl Archive {
     /// same bytes again is a no-op.
     pub fn store(&self, raw: &[u8]) -> std::io::Result<Stored> {
         let id = Self::id_of(raw);
-        let rel_path = format!("{}/{}/{id}.eml", &id[..2], &id[2..4]);
+        // One level of 256 folders: two levels would cost a mkdir for
+        // nearly every message of a fresh archive.
+        let rel_path = format!("{}/{id}.eml", &id[..2]);
         let path = self.dir.join(&rel_path);
         if path.exists() {
             return Ok(Stored { id, rel_path });
         }
         let folder = path.parent().unwrap_or(&self.dir).to_path_buf();
-        fs::create_dir_all(&folder)?;
+        if !folder.is_dir() {
+            fs::create_dir_all(&folder)?;
+        }
         let tmp = folder.join(format!(".{id}.{}.tmp", std::process::id()));
         {
             let mut f = File::create(&tmp)?;
