@@ -6,9 +6,10 @@
 //!
 //! - (a) a bare fetch of the backlog with async-imap (`UID FETCH …
 //!   BODY.PEEK[]` in batches of 50, nothing kept), the floor for any client;
-//! - (b) `sources::poll_once` into SQLite: every message archived (fsynced)
-//!   and recorded in the ledger. Processing is separate (see
-//!   `benches/parse.rs`).
+//! - (b) `sources::poll_once` into SQLite: every message archived (one
+//!   file each) and recorded in the ledger, one transaction per fetched
+//!   batch, the whole round flushed to disk once at its end. Processing is
+//!   separate (see `benches/parse.rs`).
 //!
 //! Prints messages per second, the ratio of (b) to (a) (target: under 1.5)
 //! and the peak resident memory of this process (`VmHWM`, target: under
