@@ -23,15 +23,24 @@ pub fn read_str(text: &str, limits: &ReadLimits) -> Extracted {
     }
 }
 
-/// One cell per non-empty line, at most `limits.max_cells` lines.
+/// One row per non-empty line, at most `limits.max_cells` cells. A line
+/// with tabs — spreadsheet cells copied into a mail — keeps one cell per
+/// tab-separated column, so the form keeps its columns.
 pub fn lines_grid(name: &str, text: &str, limits: &ReadLimits) -> Grid {
     let mut grid = Grid::new(name);
-    let lines = text
-        .lines()
-        .map(crate::grid::clean_text)
-        .filter(|l| !l.is_empty());
-    for (row, line) in lines.take(limits.max_cells).enumerate() {
-        grid.push(Cell::new(u32::try_from(row).unwrap_or(u32::MAX), 0, line));
+    let lines = text.lines().filter(|l| !l.trim().is_empty());
+    for (row, line) in lines.enumerate() {
+        let row = u32::try_from(row).unwrap_or(u32::MAX);
+        for (col, cell) in line.split('\t').enumerate() {
+            if grid.cells.len() >= limits.max_cells {
+                return grid;
+            }
+            grid.push(Cell::new(
+                row,
+                u32::try_from(col).unwrap_or(u32::MAX),
+                crate::grid::clean_text(cell),
+            ));
+        }
     }
     grid
 }
@@ -51,6 +60,21 @@ fn looks_like_html(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tabs_from_a_copied_sheet_keep_their_columns() {
+        let e = read_str(
+            "联系方式\t办电\t67672148\t手机\t13857712669\n\t宅电\t\t机关网\t601567\n",
+            &ReadLimits::default(),
+        );
+        let cells: Vec<(u32, u32, &str)> = e.grids[0]
+            .cells
+            .iter()
+            .map(|c| (c.row, c.col, c.text.as_str()))
+            .collect();
+        assert_eq!(cells[2], (0, 2, "67672148"));
+        assert_eq!(cells[7], (1, 4, "601567"));
+    }
 
     #[test]
     fn lines_become_rows() {
