@@ -170,7 +170,12 @@ impl Matcher {
             unit_match: None,
             problem: Some(Problem::new(Some(Field::UnitName), code, message)),
         };
-        if let Some(written) = form_unit.filter(|n| !n.trim().is_empty()) {
+        // `本单位`, `我局`: the writer's own unit, which says nothing on its own.
+        let own = |n: &str| {
+            let c: String = n.chars().filter(|c| !c.is_whitespace()).collect();
+            c.chars().count() <= 3 && (c.starts_with('本') || c.starts_with('我'))
+        };
+        if let Some(written) = form_unit.filter(|n| !n.trim().is_empty() && !own(n)) {
             return match (self.by_name(written), ctx.sender) {
                 (Some((unit, _)), Some(sender)) if sender.id != unit.id => none(
                     Code::UnitConflict,
@@ -279,6 +284,20 @@ mod tests {
         assert_eq!(out.problem.map(|p| p.code), Some(Code::UnitConflict));
         let out = m.decide(Some("县烟草局"), Context::default());
         assert_eq!(out.problem.map(|p| p.code), Some(Code::UnknownUnit));
+    }
+
+    #[test]
+    fn own_unit_words_fall_back_to_the_sender() {
+        let r = roster();
+        let m = Matcher::new(&r);
+        let out = m.decide(
+            Some("本单位"),
+            Context {
+                sender: r.get("tyj"),
+                ..Context::default()
+            },
+        );
+        assert_eq!(out.unit_match.map(|u| u.by), Some("sender"));
     }
 
     #[test]
