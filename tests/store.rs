@@ -302,12 +302,9 @@ async fn transient_failures_back_off_permanent_ones_fail(backend: Backend) {
     let accepted = intake.accept(&key, &raw, None, T0).await.unwrap();
     assert!(accepted.new_message && accepted.new_entry);
     // The archived copy vanishes: reading it fails, a transient failure.
-    let archived = db.path("messages").join(format!(
-        "{}/{}/{}.eml",
-        &accepted.id[..2],
-        &accepted.id[2..4],
-        accepted.id
-    ));
+    let archived = db
+        .path("messages")
+        .join(format!("{}/{}.eml", &accepted.id[..2], accepted.id));
     let hidden = db.path("hidden.eml");
     std::fs::rename(&archived, &hidden).unwrap();
 
