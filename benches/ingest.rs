@@ -58,6 +58,9 @@ async fn bench(n: usize) {
         started.elapsed().as_secs_f64()
     );
     let rss_seed = peak_rss_kb();
+    // Flush the seeding's writes first, so that their writeback does not
+    // throttle the ingest being measured.
+    let _ = std::process::Command::new("sync").status();
 
     // Warm Dovecot's index and the page cache, so both timings see the same
     // server.
