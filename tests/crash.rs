@@ -18,8 +18,8 @@
 mod db;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,51 +31,21 @@ use xxdc_intake::daemon::App;
 use xxdc_intake::sandbox::Isolation;
 use xxdc_intake::store::{MailboxKey, Store};
 
-use db::{Backend, TestDb, scalar};
+use db::{BIN, Backend, TestDb, content_id, scalar, start, units};
 
-const BIN: &str = env!("CARGO_BIN_EXE_xxdc-intake");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const ROSTER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/golden/roster.csv"
-);
-
-/// Roster units as (name, first e-mail address).
-fn units() -> Vec<(String, String)> {
-    std::fs::read_to_string(ROSTER)
-        .expect("roster")
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let cols: Vec<&str> = line.split(',').collect();
-            let email = cols[4].split(['|', ';']).next().unwrap_or_default();
-            (cols[1].to_string(), email.to_string())
-        })
-        .collect()
-}
 
 /// `n` distinct messages: most are body-text registrations (no child
 /// process to read them); every 25th is a golden message with attachments,
 /// made distinct by a header line of its own.
 fn messages(n: usize) -> Vec<(String, Vec<u8>)> {
     let units = units();
-    let attached = [
-        "f01_xlsx_template.eml",
-        "f02_xls_biff8.eml",
-        "f05_docx_table.eml",
-        "c04_two_units.eml",
-        "p09_truncated_xls.eml",
-    ];
+    let attached = db::ATTACHED_CASES;
     (0..n)
         .map(|i| {
             if i % 25 == 0 {
                 let name = attached[(i / 25) % attached.len()];
-                let golden = std::fs::read(
-                    Path::new(ROOT)
-                        .join("tests/fixtures/golden/cases")
-                        .join(name),
-                )
-                .expect("golden case");
+                let golden = db::golden(name);
                 let mut raw = format!("X-Test-Copy: {i}\r\n").into_bytes();
                 raw.extend_from_slice(&golden);
                 (format!("m{i:03}-{name}"), raw)
@@ -94,39 +64,13 @@ fn messages(n: usize) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn content_id(raw: &[u8]) -> String {
-    xxdc_intake::archive::Archive::id_of(raw)
-}
-
 /// What `parse` finds: registrations per message content id.
 fn expected_registrations(dir: &Path, files: &[(String, Vec<u8>)]) -> HashMap<String, i64> {
-    let inputs = dir.join("inputs");
-    std::fs::create_dir_all(&inputs).unwrap();
-    let paths: Vec<PathBuf> = files
-        .iter()
-        .map(|(name, raw)| {
-            let p = inputs.join(name);
-            std::fs::write(&p, raw).unwrap();
-            p
-        })
-        .collect();
-    let out = Command::new(BIN)
-        .args(["parse", "--json", "--roster", ROSTER])
-        .args(&paths)
-        .output()
-        .expect("run parse");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
-    assert_eq!(lines.len(), files.len());
+    let reports = db::parse_reports(dir, files.iter().map(|(n, r)| (n.as_str(), r.as_slice())));
     files
         .iter()
-        .zip(lines)
-        .map(|((_, raw), line)| {
-            let report: serde_json::Value = serde_json::from_str(line).unwrap();
+        .zip(reports)
+        .map(|((_, raw), report)| {
             let n = report["registrations"].as_array().map_or(0, Vec::len);
             (content_id(raw), n as i64)
         })
@@ -138,25 +82,6 @@ fn files_in(dir: &Path) -> usize {
         d.filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
             .count()
     })
-}
-
-fn start(config: &Path, log: &Path, once: bool) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--config"]).arg(config);
-    if once {
-        cmd.arg("--once");
-    }
-    cmd.env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start xxdc-intake run")
 }
 
 async fn registrations_by_message(store: &Store) -> HashMap<String, i64> {
@@ -172,22 +97,8 @@ async fn registrations_by_message(store: &Store) -> HashMap<String, i64> {
     .collect()
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
-
-both!(
+db::both!(
+    2;
     kill_9_at_random_points_loses_and_doubles_nothing,
     crashing_reader_fails_one_attachment_only,
 );

@@ -19,40 +19,20 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
 use xxdc_intake::store::Store;
 
+use db::{ROSTER, content_id, scalar as count, start, units};
 use support::Dovecot;
 
-const BIN: &str = env!("CARGO_BIN_EXE_xxdc-intake");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const ROSTER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/golden/roster.csv"
-);
 const SOURCE: &str = "mail";
 const MESSAGES: usize = 500;
 /// Rounds of start and SIGKILL: at least `KILLS`, at most `MAX_ROUNDS`.
 const KILLS: usize = 5;
 const MAX_ROUNDS: usize = 12;
-
-/// Roster units as (name, first e-mail address).
-fn units() -> Vec<(String, String)> {
-    std::fs::read_to_string(ROSTER)
-        .expect("roster")
-        .lines()
-        .skip(1)
-        .map(|line| {
-            let cols: Vec<&str> = line.split(',').collect();
-            let email = cols[4].split(['|', ';']).next().unwrap_or_default();
-            (cols[1].to_string(), email.to_string())
-        })
-        .collect()
-}
 
 /// One message to APPEND: a file name for `parse`, its bytes, and whether
 /// it goes in already `\Seen`.
@@ -70,23 +50,12 @@ struct Mail {
 /// that the server gives back the very bytes appended.
 fn messages(n: usize) -> Vec<Mail> {
     let units = units();
-    let attached = [
-        "f01_xlsx_template.eml",
-        "f02_xls_biff8.eml",
-        "f05_docx_table.eml",
-        "c04_two_units.eml",
-        "p09_truncated_xls.eml",
-    ];
+    let attached = db::ATTACHED_CASES;
     (0..n)
         .map(|i| {
             let (name, raw) = if i % 50 == 25 {
                 let case = attached[(i / 50) % attached.len()];
-                let golden = std::fs::read(
-                    Path::new(ROOT)
-                        .join("tests/fixtures/golden/cases")
-                        .join(case),
-                )
-                .expect("golden case");
+                let golden = db::golden(case);
                 (
                     format!("m{i:03}-{case}"),
                     with_message_id(&golden, &format!("<crash-imap-{i}@yj.gov.cn>")),
@@ -147,39 +116,16 @@ fn with_message_id(raw: &[u8], id: &str) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn content_id(raw: &[u8]) -> String {
-    xxdc_intake::archive::Archive::id_of(raw)
-}
-
 /// What `parse` finds: the registrations per message content id.
 fn expected_registrations(dir: &Path, mails: &[Mail]) -> HashMap<String, Vec<serde_json::Value>> {
-    let inputs = dir.join("inputs");
-    std::fs::create_dir_all(&inputs).unwrap();
-    let paths: Vec<PathBuf> = mails
-        .iter()
-        .map(|m| {
-            let p = inputs.join(&m.name);
-            std::fs::write(&p, &m.raw).unwrap();
-            p
-        })
-        .collect();
-    let out = Command::new(BIN)
-        .args(["parse", "--json", "--roster", ROSTER])
-        .args(&paths)
-        .output()
-        .expect("run parse");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let reports = db::parse_reports(
+        dir,
+        mails.iter().map(|m| (m.name.as_str(), m.raw.as_slice())),
     );
-    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
-    assert_eq!(lines.len(), mails.len());
     mails
         .iter()
-        .zip(lines)
-        .map(|(m, line)| {
-            let report: serde_json::Value = serde_json::from_str(line).unwrap();
+        .zip(reports)
+        .map(|(m, report)| {
             let regs = report["registrations"]
                 .as_array()
                 .cloned()
@@ -229,34 +175,11 @@ timeout = "5s"
     path
 }
 
-fn start(config: &Path, log: &Path, once: bool) -> Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--config"]).arg(config);
-    if once {
-        cmd.arg("--once");
-    }
-    cmd.env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start xxdc-intake run")
-}
-
 /// The last lines of a log, for a failure message.
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-async fn count(store: &Store, sql: &'static str) -> i64 {
-    db::scalar(store, sql).await
 }
 
 /// Ledger entries and messages by state, read-only; `None` before the

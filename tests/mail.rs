@@ -71,23 +71,8 @@ const ONE_UNIT: &str = "id,name,category,aliases,emails
 qiaotou,桥头镇人民政府,乡镇,桥头镇|桥头镇政府,qtz@yj.gov.cn
 ";
 
-/// One test function per back-end.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
-
-both!(
+db::both!(
+    2;
     transient_failures_then_recovery_deliver_once,
     permanent_refusal_marks_failed,
     crash_between_send_and_mark_resends_the_same_message,

@@ -36,29 +36,13 @@ use xxdc_intake::store::{
     AttachmentRow, MailboxKey, NewMessage, ProblemRow, Processed, RegistrationRow, Store,
 };
 
-use db::{Backend, TestDb, scalar};
+use db::{Backend, TestDb, golden, scalar};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xxdc-intake");
-const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden/cases");
 const T0: i64 = 1_179_280_000; // 2007-05-16, during the campaign
 
-/// One test function per back-end.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
-
-both!(
+db::both!(
+    4;
     recording_is_idempotent,
     concurrent_claims_never_share_a_message,
     expired_claim_passes_on_and_late_finish_is_refused,
@@ -520,10 +504,6 @@ async fn migrations_are_idempotent(backend: Backend) {
         migrations
     );
     assert_eq!(scalar(&again, "SELECT COUNT(*) FROM message").await, 1);
-}
-
-fn golden(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(CASES).join(name)).expect("golden case")
 }
 
 fn files_in(dir: &Path) -> Vec<String> {

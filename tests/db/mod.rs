@@ -1,5 +1,6 @@
-//! A fresh database per test, on SQLite or PostgreSQL (shared by
-//! `tests/store.rs` and `tests/crash.rs`).
+//! A fresh database per test, on SQLite or PostgreSQL, and helpers the
+//! integration tests share (`tests/store.rs`, `tests/crash.rs`,
+//! `tests/crash_imap.rs`, `tests/mail.rs`, `tests/notify.rs`).
 //!
 //! - SQLite: a file in the test's own temporary folder.
 //! - PostgreSQL: `xxdc_t_<random>` on 127.0.0.1:5432 (trust auth, user
@@ -10,8 +11,29 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use sqlx::Connection;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_xxdc-intake");
+/// The golden roster.
+pub const ROSTER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/golden/roster.csv"
+);
+
+/// The golden cases (`tests/fixtures/golden/cases`).
+pub const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden/cases");
+/// Golden cases with attachments (read by sandboxed children), to mix into
+/// a stream of body-text registrations.
+pub const ATTACHED_CASES: [&str; 5] = [
+    "f01_xlsx_template.eml",
+    "f02_xls_biff8.eml",
+    "f05_docx_table.eml",
+    "c04_two_units.eml",
+    "p09_truncated_xls.eml",
+];
 
 /// The PostgreSQL server the tests use.
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -200,4 +222,104 @@ pub async fn scalar(store: &xxdc_intake::store::Store, sql: &'static str) -> i64
         .expect(sql)
         .try_get::<i64, _>(0)
         .expect("an integer")
+}
+
+/// One test function per back-end: `both!(workers; test_fn, ...)` makes
+/// `mod test_fn { sqlite, postgres }`, each a multi-thread `tokio::test`
+/// with `workers` worker threads calling `test_fn(Backend)`.
+#[allow(unused_macros)]
+macro_rules! both {
+    ($workers:tt; $($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+            async fn sqlite() {
+                super::$name($crate::db::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+            async fn postgres() {
+                super::$name($crate::db::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use both;
+
+/// The bytes of golden case `name`.
+pub fn golden(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(CASES).join(name)).expect("golden case")
+}
+
+/// Roster units as (name, first e-mail address).
+pub fn units() -> Vec<(String, String)> {
+    std::fs::read_to_string(ROSTER)
+        .expect("roster")
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cols: Vec<&str> = line.split(',').collect();
+            let email = cols[4].split(['|', ';']).next().unwrap_or_default();
+            (cols[1].to_string(), email.to_string())
+        })
+        .collect()
+}
+
+/// The archive's content id of a raw message.
+pub fn content_id(raw: &[u8]) -> String {
+    xxdc_intake::archive::Archive::id_of(raw)
+}
+
+/// `parse --json` with the golden roster over `files` (name, bytes), written
+/// to `dir/inputs`: one report per file, in order.
+pub fn parse_reports<'a>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<serde_json::Value> {
+    let inputs = dir.join("inputs");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let paths: Vec<PathBuf> = files
+        .into_iter()
+        .map(|(name, raw)| {
+            let p = inputs.join(name);
+            std::fs::write(&p, raw).unwrap();
+            p
+        })
+        .collect();
+    let out = Command::new(BIN)
+        .args(["parse", "--json", "--roster", ROSTER])
+        .args(&paths)
+        .output()
+        .expect("run parse");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), paths.len());
+    lines
+        .into_iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Starts `xxdc-intake run` (with `--once` if `once`) on `config`, its
+/// stderr appended to `log`.
+pub fn start(config: &Path, log: &Path, once: bool) -> Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(config);
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start xxdc-intake run")
 }

@@ -9,12 +9,15 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+
+#[path = "../tls/mod.rs"]
+mod tls;
+use tls::{free_port, make_certs};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mailsink/sink.py");
 pub const USER: &str = "xxdc2004@163.com";
@@ -85,86 +88,6 @@ pub struct Sink {
     pub smtps_port: u16,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A test CA and a leaf for localhost/127.0.0.1 signed by it (the leaf is
-/// `CA:FALSE`: rustls refuses a CA certificate as an end entity).
-fn make_certs(dir: &Path) {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let mut ca = vec!["req", "-x509", "-nodes", "-days", "2"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=xxdc-intake test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca);
-    let mut csr = vec!["req", "-nodes"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(dir, &csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\n\
-         subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("write leaf.ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "leaf.pem",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-}
-
 impl Sink {
     /// Starts the sink with AUTH required ([`USER`], [`PASSWORD`]); waits
     /// until both ports answer.
@@ -175,7 +98,7 @@ impl Sink {
             .expect("temp dir");
         let tls = dir.path().join("tls");
         std::fs::create_dir_all(&tls).expect("mkdir tls");
-        make_certs(&tls);
+        make_certs(&tls, "leaf", "2");
         std::fs::write(dir.path().join("password"), PASSWORD).expect("password file");
         let spool = dir.path().join("spool");
         let mut last = String::new();

@@ -24,6 +24,11 @@ use xxdc_intake::daemon::App;
 use xxdc_intake::sandbox::Isolation;
 use xxdc_intake::sources::SourceCtx;
 
+#[path = "../tls/mod.rs"]
+mod tls;
+pub use tls::free_port;
+use tls::make_certs;
+
 /// Dovecot's mail processes run as nobody/nogroup (it refuses uid 0).
 const MAIL_UID: u32 = 65534;
 
@@ -60,7 +65,8 @@ impl Dovecot {
         set_mode(&root, 0o755);
         std::os::unix::fs::chown(root.join("mail"), Some(MAIL_UID), Some(MAIL_UID))
             .expect("chown mail dir (tests must run as root)");
-        make_certs(&root.join("tls"));
+        make_certs(&root.join("tls"), "server", "3650");
+        set_mode(&root.join("tls/server.key"), 0o644);
         std::fs::write(root.join("users"), "").expect("users file");
         set_mode(&root.join("users"), 0o644);
         let mut last_error = String::new();
@@ -228,14 +234,6 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn wait_port(port: u16) -> bool {
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end {
@@ -245,83 +243,6 @@ fn wait_port(port: u16) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
-}
-
-/// A test CA and a leaf certificate for localhost/127.0.0.1 (P-256, fast to
-/// make). rustls refuses a CA certificate used as the server's own, so the
-/// leaf says `CA:FALSE`.
-fn make_certs(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=xxdc-intake test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(&csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("leaf.ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "server.pem",
-    ]);
-    set_mode(&dir.join("server.key"), 0o644);
 }
 
 fn config(root: &Path, imap_port: u16, imaps_port: u16) -> String {
