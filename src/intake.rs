@@ -118,7 +118,10 @@ impl Intake {
         &self.archive
     }
 
-    /// Keeps a message durably and records where it was seen.
+    /// Keeps a message in the archive and records it and where it was seen,
+    /// in one transaction. Durable on disk after the next
+    /// [`Intake::make_durable`], which sources call before they change
+    /// anything on the server.
     pub async fn accept(
         &self,
         key: &MailboxKey<'_>,
@@ -132,18 +135,19 @@ impl Intake {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         let message_id = header_message_id(raw);
-        let new_message = self
+        let message = NewMessage {
+            id: &stored.id,
+            message_id: message_id.as_deref(),
+            original_name,
+            size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
+            archive_path: &stored.rel_path,
+            received_at: now,
+        };
+        let flags = self
             .store
-            .record_message(&NewMessage {
-                id: &stored.id,
-                message_id: message_id.as_deref(),
-                original_name,
-                size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
-                archive_path: &stored.rel_path,
-                received_at: now,
-            })
+            .record_batch(&[(message, key.clone())], now)
             .await?;
-        let new_entry = self.store.record_entry(key, &stored.id, now).await?;
+        let (new_message, new_entry) = flags.first().copied().unwrap_or((false, false));
         if new_message {
             self.arrived.notify_one();
         }

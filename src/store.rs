@@ -11,6 +11,14 @@
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+/// Records a message once (its content id is the key).
+const INSERT_MESSAGE: &str = "INSERT INTO message (id, message_id, original_name, size, archive_path, received_at, state, attempts)
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0) ON CONFLICT (id) DO NOTHING";
+/// Records where a message was seen once.
+const INSERT_ENTRY: &str =
+    "INSERT INTO mailbox_entry (source, mailbox, uidvalidity, uid, message, seen_at)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, mailbox, uidvalidity, uid) DO NOTHING";
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Errors of the store. `Busy` is transient (a locked SQLite file, a lost
@@ -182,18 +190,15 @@ impl Store {
 
     /// Records a message once; true when it was new.
     pub async fn record_message(&self, m: &NewMessage<'_>) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO message (id, message_id, original_name, size, archive_path, received_at, state, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(m.id)
-        .bind(m.message_id)
-        .bind(m.original_name)
-        .bind(m.size)
-        .bind(m.archive_path)
-        .bind(m.received_at)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(INSERT_MESSAGE)
+            .bind(m.id)
+            .bind(m.message_id)
+            .bind(m.original_name)
+            .bind(m.size)
+            .bind(m.archive_path)
+            .bind(m.received_at)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -204,18 +209,15 @@ impl Store {
         message: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO mailbox_entry (source, mailbox, uidvalidity, uid, message, seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, mailbox, uidvalidity, uid) DO NOTHING",
-        )
-        .bind(key.source)
-        .bind(key.mailbox)
-        .bind(key.uidvalidity)
-        .bind(key.uid)
-        .bind(message)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(INSERT_ENTRY)
+            .bind(key.source)
+            .bind(key.mailbox)
+            .bind(key.uidvalidity)
+            .bind(key.uid)
+            .bind(message)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -230,30 +232,24 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(items.len());
         for (m, key) in items {
-            let message = sqlx::query(
-                "INSERT INTO message (id, message_id, original_name, size, archive_path, received_at, state, attempts)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(m.id)
-            .bind(m.message_id)
-            .bind(m.original_name)
-            .bind(m.size)
-            .bind(m.archive_path)
-            .bind(m.received_at)
-            .execute(&mut *tx)
-            .await?;
-            let entry = sqlx::query(
-                "INSERT INTO mailbox_entry (source, mailbox, uidvalidity, uid, message, seen_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, mailbox, uidvalidity, uid) DO NOTHING",
-            )
-            .bind(key.source)
-            .bind(key.mailbox)
-            .bind(key.uidvalidity)
-            .bind(key.uid)
-            .bind(m.id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let message = sqlx::query(INSERT_MESSAGE)
+                .bind(m.id)
+                .bind(m.message_id)
+                .bind(m.original_name)
+                .bind(m.size)
+                .bind(m.archive_path)
+                .bind(m.received_at)
+                .execute(&mut *tx)
+                .await?;
+            let entry = sqlx::query(INSERT_ENTRY)
+                .bind(key.source)
+                .bind(key.mailbox)
+                .bind(key.uidvalidity)
+                .bind(key.uid)
+                .bind(m.id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             out.push((message.rows_affected() == 1, entry.rows_affected() == 1));
         }
         tx.commit().await?;
