@@ -575,13 +575,15 @@ impl MailCtx {
                 handled += 1;
                 continue;
             }
-            if crate::outbox::next_due(self.app.intake.store(), i64::MAX)
+            // Nothing due now: a mail waiting for its retry is left to the
+            // service, rather than holding this command for hours.
+            if crate::outbox::next_due(self.app.intake.store(), now)
                 .await?
                 .is_none()
             {
                 return Ok(handled);
             }
-            // Paced, or waiting for a retry: wait a little.
+            // Paced: wait a little.
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         }
     }
