@@ -3,16 +3,19 @@
 //! to it (and before the mailbox is touched).
 //!
 //! Files are named after the SHA-256 of their content, never after anything
-//! a sender chose, and are written to a temporary name and renamed, so a
-//! crash of the process leaves either the whole file or none. Durability
+//! a sender chose. A file is written straight under its name (one create
+//! and one write per message, the cost that bounds how fast a backlog is
+//! taken); a file that a crash cut short is recognised by its content and
+//! written again, whole, through a rename. Durability
 //! against power loss is batched: [`Archive::sync`] flushes the whole
 //! archive's filesystem once (`syncfs`), and sources call it (through
 //! `Intake::make_durable`) before they change anything on the server — one
 //! flush per batch instead of two fsyncs per message.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -44,26 +47,53 @@ impl Archive {
 
     /// Stores `raw` (durable after the next [`Archive::sync`]); storing the
     /// same bytes again is a no-op.
+    ///
+    /// The common case is one exclusive create and one write, written
+    /// straight under the final name: a reader only learns a name from a
+    /// ledger row, recorded after this returns. What a crash can leave is a
+    /// short file under its final name; the next store of the same bytes
+    /// finds a file whose content differs and replaces it through a
+    /// temporary name and a rename.
     pub fn store(&self, raw: &[u8]) -> std::io::Result<Stored> {
         let id = Self::id_of(raw);
         // One level of 256 folders: two levels would cost a mkdir for
         // nearly every message of a fresh archive.
         let rel_path = format!("{}/{id}.eml", &id[..2]);
         let path = self.dir.join(&rel_path);
-        if path.exists() {
-            return Ok(Stored { id, rel_path });
+        let created = match create_new(&path) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
+                create_new(&path)
+            }
+            other => other,
+        };
+        match created {
+            Ok(mut file) => file.write_all(raw)?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                if !same_content(&path, raw)? {
+                    self.replace(&path, &id, raw)?;
+                }
+            }
+            Err(e) => return Err(e),
         }
-        let folder = path.parent().unwrap_or(&self.dir).to_path_buf();
-        if !folder.is_dir() {
-            fs::create_dir_all(&folder)?;
-        }
-        let tmp = folder.join(format!(".{id}.{}.tmp", std::process::id()));
+        Ok(Stored { id, rel_path })
+    }
+
+    /// Rewrites a damaged file whole: a temporary name, then a rename.
+    fn replace(&self, path: &Path, id: &str, raw: &[u8]) -> std::io::Result<()> {
+        tracing::warn!(
+            message = id,
+            "archive file incomplete (interrupted write); writing it again"
+        );
+        let folder = path.parent().unwrap_or(&self.dir);
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = folder.join(format!(".{id}.{}.{n}.tmp", std::process::id()));
         {
             let mut f = File::create(&tmp)?;
             f.write_all(raw)?;
         }
-        fs::rename(&tmp, &path)?;
-        Ok(Stored { id, rel_path })
+        fs::rename(&tmp, path)
     }
 
     /// Flushes everything written to the archive's filesystem to disk.
@@ -87,6 +117,21 @@ impl Archive {
     }
 }
 
+fn create_new(path: &Path) -> std::io::Result<File> {
+    File::options().write(true).create_new(true).open(path)
+}
+
+/// Whether the file at `path` holds exactly `raw`.
+fn same_content(path: &Path, raw: &[u8]) -> std::io::Result<bool> {
+    let mut file = File::open(path)?;
+    if file.metadata()?.len() != raw.len() as u64 {
+        return Ok(false);
+    }
+    let mut held = Vec::with_capacity(raw.len());
+    file.read_to_end(&mut held)?;
+    Ok(held == raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +150,24 @@ mod tests {
             b"Subject: x\r\n\r\nbody"
         );
         assert!(archive.read("../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_file_cut_short_by_a_crash_is_written_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = Archive::new(dir.path());
+        let raw = b"Subject: x\r\n\r\na longer body".as_slice();
+        let first = archive.store(raw).expect("store");
+        let path = dir.path().join(&first.rel_path);
+        std::fs::write(&path, &raw[..7]).expect("cut short");
+        let again = archive.store(raw).expect("store again");
+        assert_eq!(first, again);
+        assert_eq!(archive.read(&again.rel_path).expect("read"), raw);
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().expect("folder"))
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary files left behind");
     }
 }

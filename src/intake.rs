@@ -9,6 +9,7 @@
 //! daemon loop live elsewhere (`crate::sources`, `crate::daemon`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -61,6 +62,19 @@ pub struct Accepted {
     pub new_entry: bool,
 }
 
+/// A fetched message kept in the archive, to be recorded.
+#[derive(Debug, Clone)]
+pub struct Archived {
+    pub uid: i64,
+    pub stored: crate::archive::Stored,
+    pub message_id: Option<String>,
+    pub size: i64,
+}
+
+/// Written to the archive between two background flushes (see
+/// `Intake::archive_batch`).
+const EARLY_FLUSH_BYTES: u64 = 8 << 20;
+
 /// What one `step` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -85,6 +99,10 @@ pub struct Intake {
     settings: IntakeSettings,
     /// Woken when a message is accepted, so processing starts at once.
     pub arrived: Notify,
+    /// Bytes archived since the last background flush started.
+    unflushed: AtomicU64,
+    /// A background flush is running.
+    flushing: Arc<AtomicBool>,
 }
 
 impl Intake {
@@ -107,6 +125,8 @@ impl Intake {
             worker,
             settings,
             arrived: Notify::new(),
+            unflushed: AtomicU64::new(0),
+            flushing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -143,11 +163,11 @@ impl Intake {
             archive_path: &stored.rel_path,
             received_at: now,
         };
-        let flags = self
+        let recorded = self
             .store
             .record_batch(&[(message, key.clone())], now)
             .await?;
-        let (new_message, new_entry) = flags.first().copied().unwrap_or((false, false));
+        let (new_message, new_entry) = (recorded.new_messages > 0, recorded.new_entries > 0);
         if new_message {
             self.arrived.notify_one();
         }
@@ -158,72 +178,91 @@ impl Intake {
         })
     }
 
-    /// Like [`Intake::accept`] for a fetched batch of one mailbox: the
-    /// archive files are written together and the rows recorded in one
-    /// transaction.
-    pub async fn accept_batch(
+    /// Keeps a fetched batch in the archive (the first half of
+    /// [`Intake::accept`] for a mailbox source; [`Intake::record`] is the
+    /// second). Once enough has been written since the last flush, a flush
+    /// starts in the background, so that the one [`Intake::make_durable`]
+    /// waits for little.
+    pub async fn archive_batch(
         &self,
-        source: &str,
-        mailbox: &str,
-        uidvalidity: i64,
         items: Vec<(i64, Vec<u8>)>,
-        now: i64,
-    ) -> Result<Vec<(i64, Accepted)>, IntakeError> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Vec<Archived>, IntakeError> {
         let archive = self.archive.clone();
-        let stored = tokio::task::spawn_blocking(move || {
+        let archived = tokio::task::spawn_blocking(move || {
             items
                 .into_iter()
                 .map(|(uid, raw)| {
-                    let stored = archive.store(&raw)?;
-                    let message_id = header_message_id(&raw);
-                    Ok((uid, stored, message_id, raw.len()))
+                    Ok(Archived {
+                        uid,
+                        stored: archive.store(&raw)?,
+                        message_id: header_message_id(&raw),
+                        size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
+                    })
                 })
                 .collect::<std::io::Result<Vec<_>>>()
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-        let rows: Vec<(NewMessage<'_>, MailboxKey<'_>)> = stored
+        let bytes: u64 = archived.iter().map(|a| a.size.unsigned_abs()).sum();
+        self.flush_early(bytes);
+        Ok(archived)
+    }
+
+    /// Records archived messages of one mailbox and where they were seen,
+    /// in one transaction.
+    pub async fn record(
+        &self,
+        source: &str,
+        mailbox: &str,
+        uidvalidity: i64,
+        archived: &[Archived],
+        now: i64,
+    ) -> Result<store::Recorded, IntakeError> {
+        let rows: Vec<(NewMessage<'_>, MailboxKey<'_>)> = archived
             .iter()
-            .map(|(uid, s, message_id, len)| {
+            .map(|a| {
                 (
                     NewMessage {
-                        id: &s.id,
-                        message_id: message_id.as_deref(),
+                        id: &a.stored.id,
+                        message_id: a.message_id.as_deref(),
                         original_name: None,
-                        size: i64::try_from(*len).unwrap_or(i64::MAX),
-                        archive_path: &s.rel_path,
+                        size: a.size,
+                        archive_path: &a.stored.rel_path,
                         received_at: now,
                     },
                     MailboxKey {
                         source,
                         mailbox,
                         uidvalidity,
-                        uid: *uid,
+                        uid: a.uid,
                     },
                 )
             })
             .collect();
-        let flags = self.store.record_batch(&rows, now).await?;
-        if flags.iter().any(|(new_message, _)| *new_message) {
+        let recorded = self.store.record_batch(&rows, now).await?;
+        if recorded.new_messages > 0 {
             self.arrived.notify_one();
         }
-        Ok(stored
-            .iter()
-            .zip(flags)
-            .map(|((uid, s, _, _), (new_message, new_entry))| {
-                (
-                    *uid,
-                    Accepted {
-                        id: s.id.clone(),
-                        new_message,
-                        new_entry,
-                    },
-                )
-            })
-            .collect())
+        Ok(recorded)
+    }
+
+    /// Starts a background flush of the archive once `EARLY_FLUSH_BYTES`
+    /// were written since the last one (never two at a time). Its outcome
+    /// does not matter: [`Intake::make_durable`] flushes again and reports.
+    fn flush_early(&self, bytes: u64) {
+        let unflushed = self.unflushed.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if unflushed < EARLY_FLUSH_BYTES || self.flushing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.unflushed.store(0, Ordering::Relaxed);
+        let archive = self.archive.clone();
+        let flushing = self.flushing.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = archive.sync() {
+                tracing::debug!(error = %e, "early archive flush failed");
+            }
+            flushing.store(false, Ordering::Release);
+        });
     }
 
     /// Makes everything accepted so far durable (archive files and ledger
@@ -368,7 +407,15 @@ impl Intake {
 
 /// The Message-ID header, read from the headers only.
 pub fn header_message_id(raw: &[u8]) -> Option<String> {
-    let parsed = mail_parser::MessageParser::default().parse_headers(raw)?;
+    // Only Message-ID is parsed (the other headers are skipped): this runs
+    // for every message taken from a mailbox.
+    static PARSER: std::sync::LazyLock<mail_parser::MessageParser> =
+        std::sync::LazyLock::new(|| {
+            mail_parser::MessageParser::new()
+                .header_id(mail_parser::HeaderName::MessageId)
+                .default_header_ignore()
+        });
+    let parsed = PARSER.parse_headers(raw)?;
     parsed.message_id().map(|id| format!("<{id}>"))
 }
 

@@ -11,13 +11,33 @@
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
-/// Records a message once (its content id is the key).
-const INSERT_MESSAGE: &str = "INSERT INTO message (id, message_id, original_name, size, archive_path, received_at, state, attempts)
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0) ON CONFLICT (id) DO NOTHING";
-/// Records where a message was seen once.
-const INSERT_ENTRY: &str =
-    "INSERT INTO mailbox_entry (source, mailbox, uidvalidity, uid, message, seen_at)
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (source, mailbox, uidvalidity, uid) DO NOTHING";
+/// Rows per INSERT statement: well under SQLite's and PostgreSQL's limits
+/// on bound parameters (32,766 and 65,535).
+const ROWS_PER_INSERT: usize = 100;
+
+/// `($1, …, $k, <tail>), ($k+1, …)`: the VALUES of a multi-row insert of
+/// `rows` rows of `params` bound columns each, followed by constant columns.
+/// SQLite gets anonymous `?` placeholders, in the same order: sqlx looks up
+/// the name of every numbered one, which costs SQLite a scan of all the
+/// statement's parameters each time.
+fn values(backend: Backend, rows: usize, params: usize, tail: &str) -> String {
+    let mut out = String::with_capacity(rows * params * 5);
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..params {
+            if col > 0 {
+                out.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => out.push('?'),
+                Backend::Postgres => out.push_str(&format!("${}", row * params + col + 1)),
+            }
+        }
+        out.push_str(tail);
+        out.push(')');
+    }
+    out
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -46,6 +66,18 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Serialises this process's batch recordings on SQLite: two write
+    /// transactions racing for the file lock would otherwise meet SQLite's
+    /// busy handler, which sleeps for milliseconds at a time.
+    batch_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What recording a batch added: how many messages were new to the
+/// archive and how many mailbox entries were new.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub new_messages: u64,
+    pub new_entries: u64,
 }
 
 /// A message to record.
@@ -159,7 +191,11 @@ impl Store {
                 .execute(&pool)
                 .await?;
         }
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            batch_lock: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -190,16 +226,9 @@ impl Store {
 
     /// Records a message once; true when it was new.
     pub async fn record_message(&self, m: &NewMessage<'_>) -> Result<bool> {
-        let done = sqlx::query(INSERT_MESSAGE)
-            .bind(m.id)
-            .bind(m.message_id)
-            .bind(m.original_name)
-            .bind(m.size)
-            .bind(m.archive_path)
-            .bind(m.received_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        let new = insert_messages(&mut conn, self.backend, std::slice::from_ref(m)).await?;
+        Ok(new == 1)
     }
 
     /// Records where a message was seen; true when the entry was new.
@@ -209,51 +238,34 @@ impl Store {
         message: &str,
         now: i64,
     ) -> Result<bool> {
-        let done = sqlx::query(INSERT_ENTRY)
-            .bind(key.source)
-            .bind(key.mailbox)
-            .bind(key.uidvalidity)
-            .bind(key.uid)
-            .bind(message)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        let new = insert_entries(&mut conn, self.backend, &[(key, message)], now).await?;
+        Ok(new == 1)
     }
 
     /// Records several messages and where they were seen in one
-    /// transaction (a fetched batch); returns per item (new message, new
-    /// entry).
+    /// transaction (a fetched batch), a few statements for the whole batch
+    /// rather than two per message; returns how many messages and how many
+    /// entries were new.
     pub async fn record_batch(
         &self,
         items: &[(NewMessage<'_>, MailboxKey<'_>)],
         now: i64,
-    ) -> Result<Vec<(bool, bool)>> {
+    ) -> Result<Recorded> {
+        let messages: Vec<NewMessage<'_>> = items.iter().map(|(m, _)| m.clone()).collect();
+        let entries: Vec<(&MailboxKey<'_>, &str)> = items.iter().map(|(m, k)| (k, m.id)).collect();
+        let _serial = match self.backend {
+            Backend::Sqlite => Some(self.batch_lock.lock().await),
+            Backend::Postgres => None,
+        };
         let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(items.len());
-        for (m, key) in items {
-            let message = sqlx::query(INSERT_MESSAGE)
-                .bind(m.id)
-                .bind(m.message_id)
-                .bind(m.original_name)
-                .bind(m.size)
-                .bind(m.archive_path)
-                .bind(m.received_at)
-                .execute(&mut *tx)
-                .await?;
-            let entry = sqlx::query(INSERT_ENTRY)
-                .bind(key.source)
-                .bind(key.mailbox)
-                .bind(key.uidvalidity)
-                .bind(key.uid)
-                .bind(m.id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            out.push((message.rows_affected() == 1, entry.rows_affected() == 1));
-        }
+        let new_messages = insert_messages(&mut tx, self.backend, &messages).await?;
+        let new_entries = insert_entries(&mut tx, self.backend, &entries, now).await?;
         tx.commit().await?;
-        Ok(out)
+        Ok(Recorded {
+            new_messages,
+            new_entries,
+        })
     }
 
     /// Whether a (source, mailbox, UIDVALIDITY, UID) is already recorded.
@@ -779,4 +791,66 @@ fn sqlite_url(url: &str) -> Result<String> {
         params.push("mode=rwc");
     }
     Ok(format!("sqlite://{path}?{}", params.join("&")))
+}
+
+/// Inserts the messages not recorded yet; returns how many it inserted.
+/// (Counts, not a RETURNING list: rows returned one by one through sqlx's
+/// SQLite worker would double the cost of recording a batch.)
+async fn insert_messages(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    messages: &[NewMessage<'_>],
+) -> Result<u64> {
+    let mut new = 0;
+    for chunk in messages.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO message (id, message_id, original_name, size, archive_path, received_at, state, attempts)
+             VALUES {} ON CONFLICT (id) DO NOTHING",
+            values(backend, chunk.len(), 6, ", 'pending', 0")
+        );
+        // Built from placeholders only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in chunk {
+            query = query
+                .bind(m.id)
+                .bind(m.message_id)
+                .bind(m.original_name)
+                .bind(m.size)
+                .bind(m.archive_path)
+                .bind(m.received_at);
+        }
+        new += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(new)
+}
+
+/// Inserts the mailbox entries not recorded yet; returns how many it
+/// inserted.
+async fn insert_entries(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    entries: &[(&MailboxKey<'_>, &str)],
+    now: i64,
+) -> Result<u64> {
+    let mut new = 0;
+    for chunk in entries.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO mailbox_entry (source, mailbox, uidvalidity, uid, message, seen_at)
+             VALUES {} ON CONFLICT (source, mailbox, uidvalidity, uid) DO NOTHING",
+            values(backend, chunk.len(), 6, "")
+        );
+        // Built from placeholders only; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (key, message) in chunk {
+            query = query
+                .bind(key.source)
+                .bind(key.mailbox)
+                .bind(key.uidvalidity)
+                .bind(key.uid)
+                .bind(*message)
+                .bind(now);
+        }
+        new += query.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(new)
 }

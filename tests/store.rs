@@ -33,7 +33,7 @@ use xxdc_intake::intake::{Intake, IntakeSettings, Step};
 use xxdc_intake::pipeline::{DEFAULT_REQUIRED, Limits, Pipeline};
 use xxdc_intake::sandbox::{ChildLimits, Isolation};
 use xxdc_intake::store::{
-    AttachmentRow, MailboxKey, NewMessage, ProblemRow, Processed, RegistrationRow, Store,
+    AttachmentRow, MailboxKey, NewMessage, ProblemRow, Processed, Recorded, RegistrationRow, Store,
 };
 
 use db::{Backend, TestDb, golden, scalar};
@@ -44,6 +44,7 @@ const T0: i64 = 1_179_280_000; // 2007-05-16, during the campaign
 db::both!(
     4;
     recording_is_idempotent,
+    a_batch_is_recorded_once_per_message_and_entry,
     concurrent_claims_never_share_a_message,
     expired_claim_passes_on_and_late_finish_is_refused,
     transient_failures_back_off_permanent_ones_fail,
@@ -151,6 +152,40 @@ async fn recording_is_idempotent(backend: Backend) {
             .as_deref(),
         Some("m1")
     );
+}
+
+/// A fetched batch larger than one INSERT statement, holding the same
+/// message twice and a message and an entry recorded before: each new row
+/// is counted once, whichever statement inserted it.
+async fn a_batch_is_recorded_once_per_message_and_entry(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.expect("open");
+    let key = |uid| MailboxKey {
+        source: "xxdc-163",
+        mailbox: "INBOX",
+        uidvalidity: 9,
+        uid,
+    };
+    assert!(store.record_message(&new_message("m7", T0)).await.unwrap());
+    assert!(store.record_entry(&key(207), "m7", T0).await.unwrap());
+    let ids: Vec<String> = (0..250).map(|i| format!("m{}", i % 240)).collect();
+    let items: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (new_message(id, T0 + 1), key(200 + i as i64)))
+        .collect();
+    let recorded = store.record_batch(&items, T0 + 1).await.expect("batch");
+    // m7 existed and m0..m9 come twice: 240 distinct, 239 new; uid 207 was
+    // recorded before.
+    assert_eq!(recorded.new_messages, 239);
+    assert_eq!(recorded.new_entries, 249);
+    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM message").await, 240);
+    assert_eq!(
+        scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        250
+    );
+    let again = store.record_batch(&items, T0 + 2).await.expect("again");
+    assert_eq!(again, Recorded::default(), "nothing new twice");
 }
 
 async fn concurrent_claims_never_share_a_message(backend: Backend) {

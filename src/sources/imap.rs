@@ -65,13 +65,27 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use std::collections::VecDeque;
+
+use tokio::task::JoinHandle;
+
 use super::{SourceCtx, SourceError};
 use crate::config::{AfterAction, ImapSettings, Secret, Tls};
+use crate::intake::{Archived, Intake, IntakeError};
 use crate::store::{Lease, MailboxKey, StoreError};
 
 const KIND: &str = "imap";
 /// UIDs per `UID FETCH … BODY.PEEK[]`.
-const FETCH_BATCH: usize = 50;
+const FETCH_BATCH: usize = 200;
+/// Fetched batches being archived while the next one is fetched.
+const ARCHIVE_IN_FLIGHT: usize = 2;
+/// Archived messages recorded per transaction: every commit rewrites each
+/// index page it touched, so a few large commits cost far less than many
+/// small ones.
+const RECORD_GROUP: usize = 1000;
+/// A fetched batch is handed over early once it holds this much, which
+/// bounds the memory of big messages: about (ACCEPT_IN_FLIGHT + 1) batches.
+const BATCH_BYTES: usize = 16 << 20;
 /// UIDs per header fetch when reconciling a UIDVALIDITY change.
 const HEADER_BATCH: usize = 500;
 /// UIDs per after-action command.
@@ -475,18 +489,18 @@ impl<'a> Conn<'a> {
         Ok(unknown)
     }
 
-    /// Fetches `uids` (ascending) in batches and accepts each message as it
-    /// arrives, up to `ACCEPT_IN_FLIGHT` at a time (each accept waits for
-    /// fsyncs; the network keeps flowing meanwhile). Returns how many ledger
-    /// entries were new. On an error the accepts still running are dropped:
-    /// an accept is idempotent, the next sync takes those messages again.
+    /// Fetches `uids` (ascending) in batches and hands each batch to an
+    /// [`Accepting`], which archives and records it while the next batch is
+    /// fetched, so the network and the disk work at the same time. Returns
+    /// how many ledger entries were new. On an error the batches still being
+    /// archived or recorded finish on their own: both steps are idempotent,
+    /// and what is not recorded yet is fetched again at the next sync.
     async fn fetch_and_accept(&mut self, uids: &[u32]) -> Result<usize, SourceError> {
         let t = self.src.s.timeout;
-        let uidvalidity = i64::from(self.uidvalidity);
-        let mut taken = 0;
+        let mut accepting = Accepting::new(self.src, self.uidvalidity);
         for chunk in uids.chunks(FETCH_BATCH) {
             let set = uid_set(chunk);
-            let mut batch: Vec<(i64, Vec<u8>)> = Vec::with_capacity(chunk.len());
+            let mut batch = Batch::default();
             let mut stream = net(
                 t,
                 "FETCH",
@@ -508,35 +522,30 @@ impl<'a> Conn<'a> {
                     );
                     continue;
                 };
-                batch.push((i64::from(uid), raw.to_vec()));
+                batch.push(uid, raw);
+                if batch.bytes >= BATCH_BYTES {
+                    accepting.push(std::mem::take(&mut batch)).await?;
+                }
             }
             drop(stream);
             drain(self.src.name, &mut self.session);
-            // One archive pass and one transaction per fetched batch.
-            let now = self.src.ctx.clock.now();
-            let accepted = self
-                .src
-                .ctx
-                .intake
-                .accept_batch(self.src.name, &self.src.s.mailbox, uidvalidity, batch, now)
-                .await?;
-            for (uid, a) in accepted {
-                let Ok(uid) = u32::try_from(uid) else {
-                    continue;
-                };
-                self.known.insert(uid);
-                tracing::debug!(
-                    source = self.src.name,
-                    uid,
-                    uidvalidity = self.uidvalidity,
-                    message = %a.id,
-                    new_message = a.new_message,
-                    "message recorded"
-                );
-                taken += usize::from(a.new_entry);
-            }
+            accepting.push(batch).await?;
         }
-        Ok(taken)
+        let (recorded, taken) = accepting.finish().await?;
+        for (uid, id) in recorded {
+            let Ok(uid) = u32::try_from(uid) else {
+                continue;
+            };
+            self.known.insert(uid);
+            tracing::debug!(
+                source = self.src.name,
+                uid,
+                uidvalidity = self.uidvalidity,
+                message = %id,
+                "message recorded"
+            );
+        }
+        Ok(usize::try_from(taken).unwrap_or(usize::MAX))
     }
 
     /// Flags or moves the recorded messages that have been processed.
@@ -727,6 +736,143 @@ impl<'a> Conn<'a> {
 
 /// Connects, reads the greeting, upgrades to TLS as configured, logs in
 /// and sends ID.
+/// Messages fetched for one accept: (UID, raw message) and their size.
+#[derive(Default)]
+struct Batch {
+    items: Vec<(i64, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, uid: u32, raw: &[u8]) {
+        self.bytes += raw.len();
+        self.items.push((i64::from(uid), raw.to_vec()));
+    }
+}
+
+type Archiving = JoinHandle<Result<Vec<Archived>, IntakeError>>;
+type Recording = JoinHandle<Result<(Vec<Archived>, u64), IntakeError>>;
+
+/// Fetched batches on their way into the ledger. Each batch is archived by
+/// a task of its own while the next one is fetched (at most
+/// `ARCHIVE_IN_FLIGHT` wait); archived messages are recorded in groups of
+/// `RECORD_GROUP`, one transaction at a time, also in the background.
+struct Accepting {
+    intake: Arc<Intake>,
+    clock: crate::clock::Clock,
+    source: Arc<str>,
+    mailbox: Arc<str>,
+    uidvalidity: i64,
+    archiving: VecDeque<Archiving>,
+    unrecorded: Vec<Archived>,
+    recording: Option<Recording>,
+    /// (UID, content id) of every message recorded so far.
+    recorded: Vec<(i64, String)>,
+    new_entries: u64,
+}
+
+impl Accepting {
+    fn new(src: Src<'_>, uidvalidity: u32) -> Self {
+        Self {
+            intake: src.ctx.intake.clone(),
+            clock: src.ctx.clock.clone(),
+            source: src.name.into(),
+            mailbox: src.s.mailbox.as_str().into(),
+            uidvalidity: i64::from(uidvalidity),
+            archiving: VecDeque::new(),
+            unrecorded: Vec::new(),
+            recording: None,
+            recorded: Vec::new(),
+            new_entries: 0,
+        }
+    }
+
+    /// Starts archiving `batch`; waits only when too many batches are
+    /// being archived already.
+    async fn push(&mut self, batch: Batch) -> Result<(), SourceError> {
+        if batch.items.is_empty() {
+            return Ok(());
+        }
+        let intake = self.intake.clone();
+        self.archiving.push_back(tokio::spawn(async move {
+            intake.archive_batch(batch.items).await
+        }));
+        while self.archiving.len() > ARCHIVE_IN_FLIGHT
+            || self.archiving.front().is_some_and(JoinHandle::is_finished)
+        {
+            self.next_archived().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest archiving batch; records once a group is full.
+    async fn next_archived(&mut self) -> Result<(), SourceError> {
+        let Some(task) = self.archiving.pop_front() else {
+            return Ok(());
+        };
+        self.unrecorded.extend(joined(task.await)?);
+        if self.unrecorded.len() >= RECORD_GROUP {
+            self.record().await?;
+        }
+        Ok(())
+    }
+
+    /// Records what is archived, after the transaction still running.
+    async fn record(&mut self) -> Result<(), SourceError> {
+        self.wait_recording().await?;
+        if self.unrecorded.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.unrecorded);
+        let (intake, source, mailbox) = (
+            self.intake.clone(),
+            self.source.clone(),
+            self.mailbox.clone(),
+        );
+        let (uidvalidity, now) = (self.uidvalidity, self.clock.now());
+        self.recording = Some(tokio::spawn(async move {
+            let recorded = intake
+                .record(&source, &mailbox, uidvalidity, &group, now)
+                .await?;
+            Ok((group, recorded.new_entries))
+        }));
+        Ok(())
+    }
+
+    async fn wait_recording(&mut self) -> Result<(), SourceError> {
+        if let Some(task) = self.recording.take() {
+            let (group, new_entries) = joined(task.await)?;
+            self.recorded
+                .extend(group.into_iter().map(|a| (a.uid, a.stored.id)));
+            self.new_entries += new_entries;
+        }
+        Ok(())
+    }
+
+    /// Waits for everything: (UID, content id) of every recorded message and
+    /// how many ledger entries were new.
+    async fn finish(mut self) -> Result<(Vec<(i64, String)>, u64), SourceError> {
+        while !self.archiving.is_empty() {
+            self.next_archived().await?;
+        }
+        self.record().await?;
+        self.wait_recording().await?;
+        Ok((std::mem::take(&mut self.recorded), self.new_entries))
+    }
+}
+
+/// The outcome of a background step of [`Accepting`].
+fn joined<T>(
+    outcome: Result<Result<T, IntakeError>, tokio::task::JoinError>,
+) -> Result<T, SourceError> {
+    match outcome {
+        Ok(done) => Ok(done?),
+        Err(e) => Err(SourceError::Io(format!(
+            "收取的邮件在存档或记录时出错：{e}"
+        ))),
+    }
+}
+
 async fn connect(src: &Src<'_>) -> Result<Session, SourceError> {
     let s = src.s;
     let t = s.timeout;

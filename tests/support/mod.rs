@@ -53,9 +53,14 @@ pub struct Dovecot {
 impl Dovecot {
     /// Starts Dovecot with the user `alice` (password `secret`).
     pub fn start() -> Self {
+        Self::start_in(&std::env::temp_dir())
+    }
+
+    /// Like [`Dovecot::start`], keeping the server's files under `parent`.
+    pub fn start_in(parent: &Path) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("xxdc-dovecot-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("temp dir");
         let root = dir.path().to_path_buf();
         for sub in ["run", "state", "mail", "tls"] {
