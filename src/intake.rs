@@ -183,19 +183,20 @@ impl Intake {
     /// second). Once enough has been written since the last flush, a flush
     /// starts in the background, so that the one [`Intake::make_durable`]
     /// waits for little.
-    pub async fn archive_batch(
-        &self,
-        items: Vec<(i64, Vec<u8>)>,
-    ) -> Result<Vec<Archived>, IntakeError> {
+    pub async fn archive_batch<B>(&self, items: Vec<(i64, B)>) -> Result<Vec<Archived>, IntakeError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
         let archive = self.archive.clone();
         let archived = tokio::task::spawn_blocking(move || {
             items
                 .into_iter()
                 .map(|(uid, raw)| {
+                    let raw = raw.as_ref();
                     Ok(Archived {
                         uid,
-                        stored: archive.store(&raw)?,
-                        message_id: header_message_id(&raw),
+                        stored: archive.store(raw)?,
+                        message_id: header_message_id(raw),
                         size: i64::try_from(raw.len()).unwrap_or(i64::MAX),
                     })
                 })

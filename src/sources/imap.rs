@@ -79,13 +79,15 @@ const KIND: &str = "imap";
 const FETCH_BATCH: usize = 200;
 /// Fetched batches being archived while the next one is fetched.
 const ARCHIVE_IN_FLIGHT: usize = 2;
-/// Archived messages recorded per transaction: every commit rewrites each
-/// index page it touched, so a few large commits cost far less than many
-/// small ones.
+/// The most archived messages recorded per transaction (a quarter of it
+/// once the previous transaction is over): every commit rewrites each index
+/// page it touched, so a few large commits cost far less than many small
+/// ones.
 const RECORD_GROUP: usize = 1000;
-/// A fetched batch is handed over early once it holds this much, which
-/// bounds the memory of big messages: about (ACCEPT_IN_FLIGHT + 1) batches.
-const BATCH_BYTES: usize = 16 << 20;
+/// A fetched batch is handed over early once it holds this much: with
+/// big messages (scans), memory stays near (ARCHIVE_IN_FLIGHT + 1) times
+/// this plus one message.
+const BATCH_BYTES: usize = 8 << 20;
 /// UIDs per header fetch when reconciling a UIDVALIDITY change.
 const HEADER_BATCH: usize = 500;
 /// UIDs per after-action command.
@@ -514,15 +516,15 @@ impl<'a> Conn<'a> {
                 if self.known.contains(&uid) {
                     continue;
                 }
-                let Some(raw) = fetch.body() else {
+                if fetch.body().is_none() {
                     tracing::warn!(
                         source = self.src.name,
                         uid,
                         "FETCH answer without the message; it is tried again at the next sync"
                     );
                     continue;
-                };
-                batch.push(uid, raw);
+                }
+                batch.push(uid, fetch);
                 if batch.bytes >= BATCH_BYTES {
                     accepting.push(std::mem::take(&mut batch)).await?;
                 }
@@ -736,17 +738,28 @@ impl<'a> Conn<'a> {
 
 /// Connects, reads the greeting, upgrades to TLS as configured, logs in
 /// and sends ID.
-/// Messages fetched for one accept: (UID, raw message) and their size.
+/// Messages fetched for one archiving task, and their size.
 #[derive(Default)]
 struct Batch {
-    items: Vec<(i64, Vec<u8>)>,
+    items: Vec<(i64, Body)>,
     bytes: usize,
 }
 
 impl Batch {
-    fn push(&mut self, uid: u32, raw: &[u8]) {
-        self.bytes += raw.len();
-        self.items.push((i64::from(uid), raw.to_vec()));
+    fn push(&mut self, uid: u32, fetch: async_imap::types::Fetch) {
+        let body = Body(fetch);
+        self.bytes += body.as_ref().len();
+        self.items.push((i64::from(uid), body));
+    }
+}
+
+/// A fetched message's raw bytes, kept in the FETCH answer they arrived in
+/// (no copy).
+struct Body(async_imap::types::Fetch);
+
+impl AsRef<[u8]> for Body {
+    fn as_ref(&self) -> &[u8] {
+        self.0.body().unwrap_or_default()
     }
 }
 
@@ -811,7 +824,13 @@ impl Accepting {
             return Ok(());
         };
         self.unrecorded.extend(joined(task.await)?);
-        if self.unrecorded.len() >= RECORD_GROUP {
+        // Record whenever the last transaction is over and enough waits, so
+        // little is left to record once the last batch is fetched; wait for
+        // it only when a whole group has piled up.
+        let idle = self.recording.as_ref().is_none_or(JoinHandle::is_finished);
+        if self.unrecorded.len() >= RECORD_GROUP
+            || (idle && self.unrecorded.len() >= RECORD_GROUP / 4)
+        {
             self.record().await?;
         }
         Ok(())
