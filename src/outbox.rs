@@ -299,17 +299,18 @@ pub async fn failed(store: &Store) -> Result<Vec<(String, String, String)>, Stor
         .collect()
 }
 
-/// The outbox row a bounce reports on, by the Message-ID of our mail.
+/// The outbox row a bounce reports on, by the Message-ID of our mail:
+/// (id, unit key, address).
 pub async fn by_message_id(
     store: &Store,
     message_id: &str,
 ) -> Result<Option<(String, String, String)>, StoreError> {
-    let row = sqlx::query("SELECT id, unit_key, to_addr FROM outbox WHERE message_id = $1")
-        .bind(message_id)
-        .fetch_optional(store.pool())
-        .await?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .transpose()
+    bounced_row(
+        store,
+        "SELECT id, unit_key, to_addr FROM outbox WHERE message_id = $1",
+        message_id,
+    )
+    .await
 }
 
 /// The outbox row with this id (our `X-Xxdc-Outbox` header).
@@ -317,8 +318,21 @@ pub async fn by_id(
     store: &Store,
     id: &str,
 ) -> Result<Option<(String, String, String)>, StoreError> {
-    let row = sqlx::query("SELECT id, unit_key, to_addr FROM outbox WHERE id = $1")
-        .bind(id)
+    bounced_row(
+        store,
+        "SELECT id, unit_key, to_addr FROM outbox WHERE id = $1",
+        id,
+    )
+    .await
+}
+
+async fn bounced_row(
+    store: &Store,
+    sql: &'static str,
+    key: &str,
+) -> Result<Option<(String, String, String)>, StoreError> {
+    let row = sqlx::query(sql)
+        .bind(key)
         .fetch_optional(store.pool())
         .await?;
     row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))

@@ -20,18 +20,14 @@ mod db;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
 use xxdc_intake::clock::Clock;
-use xxdc_intake::config::Config;
-use xxdc_intake::daemon::App;
-use xxdc_intake::sandbox::Isolation;
 use xxdc_intake::store::{MailboxKey, Store};
 
-use db::{BIN, Backend, TestDb, content_id, scalar, start, units};
+use db::{Backend, TestDb, content_id, scalar, start, units};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -183,17 +179,8 @@ async fn crashing_reader_fails_one_attachment_only(backend: Backend) {
     let db = TestDb::new(backend).await;
     // 256 MB: the far-corner xls asks for far more and the reader dies.
     let config_path = db::write_config(&db, "\n[limits.child]\nmemory_mb = 256\n");
-    let config = Config::load(&config_path).expect("config");
     let clock = Clock::fixed(1_179_280_000);
-    let isolation = Isolation::Child {
-        exe: BIN.into(),
-        limits: config.limits.child,
-    };
-    let app = Arc::new(
-        App::open(config, isolation, clock.clone())
-            .await
-            .expect("app"),
-    );
+    let app = db::open_app(&config_path, clock.clone()).await;
     let intake = &app.intake;
 
     let far_corner = std::fs::read(Path::new(ROOT).join("tests/fixtures/hostile/far_corner.xls"))

@@ -158,6 +158,18 @@ impl World {
         &self.app.clock
     }
 
+    /// What `status` shows now.
+    async fn status(&self) -> xxdc_intake::status::Status {
+        xxdc_intake::status::build(
+            self.app.intake.store(),
+            &self.app.config,
+            self.app.roster.as_ref(),
+            self.now(),
+        )
+        .await
+        .expect("status")
+    }
+
     fn now(&self) -> i64 {
         self.app.clock.now()
     }
@@ -525,14 +537,7 @@ async fn permanent_refusal_marks_failed(backend: Backend) {
     w.clock().advance(3600);
     w.tick().await;
     assert_eq!(w.sink.count(), 0, "a refused mail is never retried");
-    let st = xxdc_intake::status::build(
-        w.app.intake.store(),
-        &w.app.config,
-        w.app.roster.as_ref(),
-        w.now(),
-    )
-    .await
-    .expect("status");
+    let st = w.status().await;
     assert_eq!(st.failed_mail.len(), 1);
     assert_eq!(st.failed_mail[0].to, "qtz@yj.gov.cn");
     assert!(
@@ -774,14 +779,7 @@ async fn bounce_stops_reminders() {
         second,
         BTreeSet::from(["jyj@yj.gov.cn".to_string(), "ytz@yj.gov.cn".to_string()])
     );
-    let st = xxdc_intake::status::build(
-        w.app.intake.store(),
-        &w.app.config,
-        w.app.roster.as_ref(),
-        w.now(),
-    )
-    .await
-    .expect("status");
+    let st = w.status().await;
     assert_eq!(st.undeliverable.len(), 1);
     assert_eq!(st.undeliverable[0].address, "qtz@yj.gov.cn");
     assert_eq!(st.undeliverable[0].unit_id.as_deref(), Some("qiaotou"));

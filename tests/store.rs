@@ -27,7 +27,6 @@ use std::sync::Arc;
 use serde_json::Value;
 use xxdc_intake::archive::Archive;
 use xxdc_intake::clock::Clock;
-use xxdc_intake::config::Config;
 use xxdc_intake::daemon::{self, App, RunOptions};
 use xxdc_intake::intake::{Intake, IntakeSettings, Step};
 use xxdc_intake::pipeline::{DEFAULT_REQUIRED, Limits, Pipeline};
@@ -598,17 +597,8 @@ async fn directory_source_end_to_end(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config_path = db::write_config(&db, "");
     let spool = db.path("spool");
-    let config = Config::load(&config_path).expect("config");
     let clock = Clock::fixed(T0);
-    let isolation = Isolation::Child {
-        exe: BIN.into(),
-        limits: config.limits.child,
-    };
-    let app = Arc::new(
-        App::open(config, isolation, clock.clone())
-            .await
-            .expect("open app"),
-    );
+    let app = db::open_app(&config_path, clock.clone()).await;
     let store = app.intake.store().clone();
 
     db::drop_file(&spool, "岩头镇.eml", &golden("f13_body_plain.eml"));
@@ -865,16 +855,7 @@ async fn leftover_in_taking_is_not_replaced(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config_path = db::write_config(&db, "");
     let spool = db.path("spool");
-    let config = Config::load(&config_path).expect("config");
-    let isolation = Isolation::Child {
-        exe: BIN.into(),
-        limits: config.limits.child,
-    };
-    let app = Arc::new(
-        App::open(config, isolation, Clock::fixed(T0))
-            .await
-            .expect("open app"),
-    );
+    let app = db::open_app(&config_path, Clock::fixed(T0)).await;
     let first = db::body_registration(
         "scan-1@yj.gov.cn",
         "ytz@yj.gov.cn",

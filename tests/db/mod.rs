@@ -164,6 +164,24 @@ poll_interval = "1s"
     path
 }
 
+/// Opens the service on a config file written by [`write_config`], reading
+/// attachments through the built binary with the config's child limits.
+pub async fn open_app(
+    config_path: &Path,
+    clock: xxdc_intake::clock::Clock,
+) -> std::sync::Arc<xxdc_intake::daemon::App> {
+    let config = xxdc_intake::config::Config::load(config_path).expect("config");
+    let isolation = xxdc_intake::sandbox::Isolation::Child {
+        exe: BIN.into(),
+        limits: config.limits.child,
+    };
+    std::sync::Arc::new(
+        xxdc_intake::daemon::App::open(config, isolation, clock)
+            .await
+            .expect("open app"),
+    )
+}
+
 /// Writes a file into a spool folder, dated an hour back so that the
 /// directory source takes it at once (it leaves files younger than 2 s).
 pub fn drop_file(folder: &Path, name: &str, bytes: &[u8]) {
