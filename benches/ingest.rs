@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use support::{Dovecot, TestApp, imap_source};
-use xxdc_intake::sources;
+use xxdc_intake::service::sources;
 
 fn main() {
     let n = env_number("XXDC_BENCH_MESSAGES", 5_000);

@@ -28,9 +28,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use xxdc_intake::pipeline::{DEFAULT_REQUIRED, Limits, Pipeline};
-use xxdc_intake::roster::Roster;
-use xxdc_intake::sandbox::{ChildLimits, Isolation};
+use xxdc_intake::parse::pipeline::{DEFAULT_REQUIRED, Limits, Pipeline};
+use xxdc_intake::parse::roster::Roster;
+use xxdc_intake::parse::sandbox::{ChildLimits, Isolation};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
 

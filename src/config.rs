@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::pipeline::Limits;
-use crate::registration::Field;
+use crate::parse::pipeline::Limits;
+use crate::parse::registration::Field;
 
 /// The exit code for a configuration error (EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
@@ -307,14 +307,14 @@ pub enum SmtpTransport {
 pub struct Smtp {
     pub transport: SmtpTransport,
     pub from: String,
-    pub pacing: crate::mailer::Pacing,
+    pub pacing: crate::campaign::mailer::Pacing,
 }
 
 /// Mail the service sends: acknowledgements, reminders, the overdue list.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mailing {
     pub reminders_enabled: bool,
-    pub schedule: crate::reminders::Schedule,
+    pub schedule: crate::campaign::reminders::Schedule,
     pub acks_enabled: bool,
     /// Who gets the overdue list (通报).
     pub office: Vec<String>,
@@ -418,7 +418,7 @@ impl Config {
         }
         let smtp = raw.smtp.map(|s| check_smtp(s, &resolve)).transpose()?;
         let required = match raw.parse.required {
-            None => crate::pipeline::DEFAULT_REQUIRED.to_vec(),
+            None => crate::parse::pipeline::DEFAULT_REQUIRED.to_vec(),
             Some(list) => list
                 .iter()
                 .map(|p| {
@@ -481,13 +481,13 @@ fn unreachable_defaults() -> Config {
         campaign: None,
         sources: Vec::new(),
         smtp: None,
-        required: crate::pipeline::DEFAULT_REQUIRED.to_vec(),
+        required: crate::parse::pipeline::DEFAULT_REQUIRED.to_vec(),
         limits: Limits::default(),
         stall_after: Duration::from_secs(30 * 60),
         claim_lease: Duration::from_secs(300),
         mailing: Mailing {
             reminders_enabled: true,
-            schedule: crate::reminders::Schedule::default(),
+            schedule: crate::campaign::reminders::Schedule::default(),
             acks_enabled: true,
             office: Vec::new(),
             office_name: DEFAULT_OFFICE.into(),
@@ -504,7 +504,7 @@ fn check_mailing(
     p: &RawReport,
     resolve: &dyn Fn(&str) -> PathBuf,
 ) -> Result<Mailing, ConfigError> {
-    let defaults = crate::reminders::Schedule::default();
+    let defaults = crate::campaign::reminders::Schedule::default();
     let duration = |key: &str,
                     value: Option<&str>,
                     default: chrono::Duration|
@@ -523,7 +523,7 @@ fn check_mailing(
         Some(list) => list
             .iter()
             .map(|s| {
-                crate::reminders::Slot::parse(s).ok_or_else(|| {
+                crate::campaign::reminders::Slot::parse(s).ok_or_else(|| {
                     ConfigError::new(
                         "reminders.slots",
                         format!("应为“-2d 10:00”（截止日前两天10点）这样的写法，而不是“{s}”"),
@@ -532,7 +532,7 @@ fn check_mailing(
             })
             .collect::<Result<_, _>>()?,
     };
-    let schedule = crate::reminders::Schedule {
+    let schedule = crate::campaign::reminders::Schedule {
         slots,
         min_gap: duration("reminders.min_gap", r.min_gap.as_deref(), defaults.min_gap)?,
         max_per_unit: r.max_per_unit.unwrap_or(defaults.max_per_unit),
@@ -876,8 +876,8 @@ fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, Con
             ));
         }
     };
-    let defaults = crate::mailer::Pacing::default();
-    let pacing = crate::mailer::Pacing {
+    let defaults = crate::campaign::mailer::Pacing::default();
+    let pacing = crate::campaign::mailer::Pacing {
         per_minute: s.rate_per_minute.unwrap_or(defaults.per_minute),
         daily_cap: s.daily_cap.unwrap_or(defaults.daily_cap),
     };

@@ -3,34 +3,22 @@
 //! mailbox, reads the forms into registrations and credits them to the unit
 //! roster.
 //!
-//! See `ARCHITECTURE.md` for how a message flows through these modules.
+//! The modules follow the stages of `ARCHITECTURE.md`:
+//!
+//! - [`parse`]: raw bytes → what the message holds (envelope, forms read
+//!   into registrations, problems, the unit); writes nothing, never touches
+//!   the store;
+//! - [`store`]: the database, and every SQL statement of the program;
+//! - [`service`]: the archive, the sources, intake and the daemon loop;
+//! - [`campaign`]: the mail we send (回执, 催报提醒, 通报);
+//! - [`workspace`]: what the office reads (status);
+//! - [`cli`]: the command line.
 
-pub mod archive;
 pub mod campaign;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod container;
-pub mod daemon;
-pub mod form;
-pub mod grid;
-pub mod intake;
-pub mod labels;
-pub mod mailer;
-pub mod matching;
-pub mod message;
-pub mod normalize;
-pub mod outbox;
-pub mod pipeline;
-pub mod problems;
-pub mod readers;
-pub mod registration;
-pub mod reminders;
-pub mod report;
-pub mod roster;
-pub mod sandbox;
-pub mod sniff;
-pub mod sources;
-pub mod status;
+pub mod parse;
+pub mod service;
 pub mod store;
-pub mod templates;
+pub mod workspace;

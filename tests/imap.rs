@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use support::{Dovecot, FaultProxy, Mode, TestApp, eventually, imap_source, message};
-use xxdc_intake::sources::{self, SourceError};
+use xxdc_intake::service::sources::{self, SourceError};
 
 /// A generous bound for things that normally take well under a second.
 const BOUND: Duration = Duration::from_secs(20);
@@ -85,7 +85,7 @@ async fn a_large_backlog_is_archived_whole_and_recorded_once() {
         (sent.len() as i64 + 1, sent.len() as i64)
     );
     for raw in &sent {
-        let id = xxdc_intake::archive::Archive::id_of(raw);
+        let id = xxdc_intake::service::archive::Archive::id_of(raw);
         let kept = std::fs::read(t.dir.path().join(format!("messages/{}/{id}.eml", &id[..2])))
             .expect("archived");
         assert!(kept == *raw, "archive of {id} differs from what was sent");

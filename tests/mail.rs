@@ -47,11 +47,11 @@ use mail_parser::MimeHeaders;
 use sqlx::Row;
 use xxdc_intake::clock::Clock;
 use xxdc_intake::config::{Config, RawConfig};
-use xxdc_intake::daemon::App;
-use xxdc_intake::intake::Step;
-use xxdc_intake::outbox;
-use xxdc_intake::sandbox::Isolation;
+use xxdc_intake::parse::sandbox::Isolation;
+use xxdc_intake::service::daemon::App;
+use xxdc_intake::service::intake::Step;
 use xxdc_intake::store::MailboxKey;
+use xxdc_intake::store::outbox;
 
 use db::{Backend, TestDb};
 use mailsink::{Received, Sink};
@@ -159,8 +159,8 @@ impl World {
     }
 
     /// What `status` shows now.
-    async fn status(&self) -> xxdc_intake::status::Status {
-        xxdc_intake::status::build(
+    async fn status(&self) -> xxdc_intake::workspace::status::Status {
+        xxdc_intake::workspace::status::build(
             self.app.intake.store(),
             &self.app.config,
             self.app.roster.as_ref(),
@@ -462,7 +462,8 @@ async fn implicit_tls_and_starttls_with_auth_deliver() {
         let raw: RawConfig = toml::from_str(&sink.smtp_toml(tls, "")).expect("smtp toml");
         let config = Config::check(raw, db.dir()).expect("config");
         let mailer =
-            xxdc_intake::mailer::Mailer::new(config.smtp.as_ref().expect("smtp")).expect("mailer");
+            xxdc_intake::campaign::mailer::Mailer::new(config.smtp.as_ref().expect("smtp"))
+                .expect("mailer");
         mailer.send(&mail(tls)).await.expect("sent");
         let last = sink.received().pop().expect("arrived");
         assert_eq!(last.envelope.port, port, "{tls}");
@@ -481,11 +482,11 @@ async fn implicit_tls_and_starttls_with_auth_deliver() {
         &wrong.display().to_string(),
     );
     let config = Config::check(toml::from_str(&text).expect("toml"), db.dir()).expect("config");
-    let mailer =
-        xxdc_intake::mailer::Mailer::new(config.smtp.as_ref().expect("smtp")).expect("mailer");
+    let mailer = xxdc_intake::campaign::mailer::Mailer::new(config.smtp.as_ref().expect("smtp"))
+        .expect("mailer");
     let err = mailer.send(&mail("wrong")).await.unwrap_err();
     assert!(
-        matches!(err, xxdc_intake::mailer::SendError::Permanent(_)),
+        matches!(err, xxdc_intake::campaign::mailer::SendError::Permanent(_)),
         "{err:?}"
     );
     assert_eq!(sink.count(), 2);

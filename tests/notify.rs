@@ -163,9 +163,9 @@ async fn sigterm_during_a_backlog_finishes_the_current_message() {
     // A backlog already recorded (as after a stop), waiting to be processed.
     {
         let config = xxdc_intake::config::Config::load(&config).expect("config");
-        let app = xxdc_intake::daemon::App::open(
+        let app = xxdc_intake::service::daemon::App::open(
             config,
-            xxdc_intake::sandbox::Isolation::InProcess,
+            xxdc_intake::parse::sandbox::Isolation::InProcess,
             xxdc_intake::clock::Clock::System,
         )
         .await

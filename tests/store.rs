@@ -25,12 +25,12 @@ use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::Value;
-use xxdc_intake::archive::Archive;
 use xxdc_intake::clock::Clock;
-use xxdc_intake::daemon::{self, App, RunOptions};
-use xxdc_intake::intake::{Intake, IntakeSettings, Step};
-use xxdc_intake::pipeline::{DEFAULT_REQUIRED, Limits, Pipeline};
-use xxdc_intake::sandbox::{ChildLimits, Isolation};
+use xxdc_intake::parse::pipeline::{DEFAULT_REQUIRED, Limits, Pipeline};
+use xxdc_intake::parse::sandbox::{ChildLimits, Isolation};
+use xxdc_intake::service::archive::Archive;
+use xxdc_intake::service::daemon::{self, App, RunOptions};
+use xxdc_intake::service::intake::{Intake, IntakeSettings, Step};
 use xxdc_intake::store::{
     AttachmentRow, MailboxKey, NewMessage, ProblemRow, Processed, Recorded, RegistrationRow, Store,
 };
@@ -694,8 +694,8 @@ async fn directory_source_end_to_end(backend: Backend) {
     clock.advance(60);
     let (earlier, later) = same_second_pair();
     assert!(
-        xxdc_intake::archive::Archive::id_of(&earlier)
-            > xxdc_intake::archive::Archive::id_of(&later)
+        xxdc_intake::service::archive::Archive::id_of(&earlier)
+            > xxdc_intake::service::archive::Archive::id_of(&later)
     );
     db::drop_file(&spool, "桥下镇-1.eml", &earlier);
     db::drop_file(&spool, "桥下镇-2.eml", &later);

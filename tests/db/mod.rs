@@ -169,14 +169,14 @@ poll_interval = "1s"
 pub async fn open_app(
     config_path: &Path,
     clock: xxdc_intake::clock::Clock,
-) -> std::sync::Arc<xxdc_intake::daemon::App> {
+) -> std::sync::Arc<xxdc_intake::service::daemon::App> {
     let config = xxdc_intake::config::Config::load(config_path).expect("config");
-    let isolation = xxdc_intake::sandbox::Isolation::Child {
+    let isolation = xxdc_intake::parse::sandbox::Isolation::Child {
         exe: BIN.into(),
         limits: config.limits.child,
     };
     std::sync::Arc::new(
-        xxdc_intake::daemon::App::open(config, isolation, clock)
+        xxdc_intake::service::daemon::App::open(config, isolation, clock)
             .await
             .expect("open app"),
     )
@@ -284,7 +284,7 @@ pub fn units() -> Vec<(String, String)> {
 
 /// The archive's content id of a raw message.
 pub fn content_id(raw: &[u8]) -> String {
-    xxdc_intake::archive::Archive::id_of(raw)
+    xxdc_intake::service::archive::Archive::id_of(raw)
 }
 
 /// `parse --json` with the golden roster over `files` (name, bytes), written

@@ -20,9 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use xxdc_intake::clock::Clock;
 use xxdc_intake::config::{Config, RawConfig, Source};
-use xxdc_intake::daemon::App;
-use xxdc_intake::sandbox::Isolation;
-use xxdc_intake::sources::SourceCtx;
+use xxdc_intake::parse::sandbox::Isolation;
+use xxdc_intake::service::daemon::App;
+use xxdc_intake::service::sources::SourceCtx;
 
 #[path = "../tls/mod.rs"]
 mod tls;

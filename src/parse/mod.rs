@@ -1,0 +1,22 @@
+//! Reading and parsing: one raw message or bare attachment in, a
+//! [`report::ParseReport`] out (envelope, attachments, registrations matched
+//! to the roster, problems). `parse` prints it; the service stores it.
+//!
+//! Nothing here writes anywhere or touches the store: the same code is the
+//! dry run and the service's processing.
+
+pub mod container;
+pub mod form;
+pub mod grid;
+pub mod labels;
+pub mod matching;
+pub mod message;
+pub mod normalize;
+pub mod pipeline;
+pub mod problems;
+pub mod readers;
+pub mod registration;
+pub mod report;
+pub mod roster;
+pub mod sandbox;
+pub mod sniff;

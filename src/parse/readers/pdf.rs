@@ -1,0 +1,1430 @@
+//! PDF reader: turns a PDF's text layer into grids and its document
+//! information into `meta`.
+//!
+//! This module owns everything PDF-specific: loading with `lopdf` (through
+//! `pdf-extract`'s re-export, so there is one copy of it), walking page
+//! content with a custom `pdf_extract::OutputDev` that records positioned
+//! glyphs and ruling lines, rebuilding table cells from the rules (with
+//! rowspan/colspan), rejoining values that a word processor wrapped inside a
+//! narrow cell, the `text` grid for lines outside any table, scan detection
+//! and the `meta` keys. It does not OCR scanned pages (they are reported as
+//! `scanned` with image facts in `meta`), does not know what a registration
+//! form looks like (that is `crate::parse::form`), and does not sandbox itself: the
+//! caller runs readers in a child process, this module only turns
+//! `pdf-extract`'s panics on bad input into [`ReadError::Damaged`].
+//!
+//! Decisions worth knowing:
+//! * Encryption: a PDF protected only by an owner password (empty user
+//!   password) opens in every viewer without a prompt, so it is read like any
+//!   other PDF; one that needs a user password is [`ReadError::Encrypted`].
+//! * Page limit: past `limits.max_pages` only the first pages are read;
+//!   `meta.pages` still says how many the file has.
+//! * Wrapped lines inside a cell are joined without a separator when the
+//!   first word of the next line could not have fitted at the end of the line
+//!   before (the word processor broke the line, not the writer); otherwise
+//!   the lines stay separated by `\n`. This works for narrow and wide cells
+//!   alike, so no width threshold is needed.
+//! * A PDF date without a time zone is taken as UTC (as `pdfinfo` shows it).
+//! * `text_layer` is true when any page read has a non-space character; the
+//!   PDF counts as scanned when it has fewer than `SCAN_TEXT_THRESHOLD` of
+//!   them and at least one image, so a scan with a stray OCR'd page number
+//!   can be `scanned` with `text_layer: true`.
+//! * Explicit space glyphs are kept (Word pads labels like `单  位` with
+//!   them, and the DOCX reader keeps them too); spaces are only *inferred*
+//!   from gaps between two ASCII glyphs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use pdf_extract::{
+    ColorSpace, Dictionary, Document, MediaBox, Object, ObjectId, OutputDev, OutputError, Path,
+    PathOp, Stream, Transform,
+};
+
+use crate::parse::grid::{Cell, Extracted, Grid, Meta, ReadError, ReadLimits, clean_text};
+
+/// Fewer non-space characters than this, with an image on a page, means the
+/// PDF is a scan (a stray page number or a scanner's stamp is not a form).
+const SCAN_TEXT_THRESHOLD: usize = 20;
+/// Coordinates of rules closer than this (points) are the same rule: Word
+/// and LibreOffice draw adjacent cell borders a fraction of a point apart.
+const RULE_TOL: f64 = 2.0;
+/// A filled rectangle thinner than this (points) is a rule, not a shading.
+const RULE_MAX_THICKNESS: f64 = 3.0;
+/// Shorter segments are glyph decorations (underlines of one letter, ticks).
+const RULE_MIN_LENGTH: f64 = 4.0;
+/// Bounds on what one page may make us hold, against hostile content.
+const MAX_GLYPHS_PER_PAGE: usize = 200_000;
+const MAX_RULES_PER_PAGE: usize = 20_000;
+/// Tables with more atomic cells than this are drawings (hatching), not forms.
+const MAX_ATOMIC_CELLS: usize = 40_000;
+/// Gap (in em) above which two runs on one text line are separate cells.
+const RUN_GAP_EM: f64 = 2.0;
+/// Gap (in em) above which two ASCII glyphs get a space between them.
+const SPACE_GAP_EM: f64 = 0.3;
+
+/// Reads a PDF into one grid per table per page plus a `text` grid.
+pub fn read(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
+    // lopdf and pdf-extract both assert and index on input-derived data; a
+    // panic anywhere below is a property of the file, not of our state.
+    match catch_unwind(AssertUnwindSafe(|| read_inner(bytes, limits))) {
+        Ok(result) => result,
+        Err(_) => Err(ReadError::Damaged("PDF 文件结构损坏，解析时出错".into())),
+    }
+}
+
+fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
+    // Readers accept junk before the header (mail gateways prepend some);
+    // the spec allows the header anywhere in the first kilobyte.
+    if find(&bytes[..bytes.len().min(1024)], b"%PDF").is_none() {
+        return Err(ReadError::Damaged(
+            "不是 PDF 文件（缺少 %PDF 文件头）".into(),
+        ));
+    }
+    let mut doc = Document::load_mem(bytes).map_err(|e| match e {
+        pdf_extract::Error::InvalidPassword | pdf_extract::Error::Decryption(_) => {
+            ReadError::Encrypted
+        }
+        other => ReadError::Damaged(format!("PDF 文件结构损坏：{other}")),
+    })?;
+    // lopdf already decrypts with the empty user password when it can; what
+    // is still encrypted here needs a password we do not have.
+    if doc.is_encrypted() && doc.authenticate_password("").is_err() {
+        return Err(ReadError::Encrypted);
+    }
+
+    patch_predefined_cmaps(&mut doc);
+
+    let pages = doc.get_pages();
+    if pages.is_empty() {
+        return Err(ReadError::Damaged("PDF 文件中没有页面".into()));
+    }
+    let mut meta = Meta::new();
+    meta.insert("pages".into(), pages.len().into());
+    info_meta(&doc, &mut meta);
+    let images = image_facts(&doc, &pages);
+    meta.insert("images".into(), images.count.into());
+    if let Some(dpi) = images.dpi {
+        meta.insert("image_dpi".into(), dpi.into());
+    }
+
+    let mut page_contents = Vec::new();
+    let mut failures = 0usize;
+    for &page_num in pages.keys().take(limits.max_pages.max(1)) {
+        let mut dev = Collector::default();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            pdf_extract::output_doc_page(&doc, &mut dev, page_num)
+        }));
+        match outcome {
+            Ok(Ok(())) => {}
+            // A page pdf-extract cannot walk (an image-only page trips it on
+            // some producers) keeps what was collected before the failure.
+            _ => failures += 1,
+        }
+        if let Some(page) = dev.finish() {
+            page_contents.push((page_num, page));
+        }
+    }
+
+    let text_chars: usize = page_contents
+        .iter()
+        .map(|(_, p)| p.glyphs.iter().filter(|g| !g.is_space()).count())
+        .sum();
+    meta.insert("text_layer".into(), (text_chars > 0).into());
+
+    if text_chars < SCAN_TEXT_THRESHOLD && images.count > 0 {
+        return Ok(Extracted {
+            grids: Vec::new(),
+            meta,
+            scanned: true,
+        });
+    }
+    if text_chars == 0 && failures > 0 {
+        return Err(ReadError::Damaged("PDF 页面内容无法解析".into()));
+    }
+
+    let mut grids = Vec::new();
+    let mut outside = Vec::new();
+    for (page_num, page) in &page_contents {
+        let (tables, rest) = build_tables(page, limits);
+        for mut grid in tables {
+            grid.name = format!("page {page_num}");
+            grids.push(grid);
+        }
+        outside.push(rest);
+    }
+    let text = text_grid(&outside, limits);
+    if !text.is_empty() {
+        grids.push(text);
+    }
+    Ok(Extracted {
+        grids,
+        meta,
+        scanned: false,
+    })
+}
+
+/// pdf-extract panics on Type0 fonts that name a predefined Unicode CMap
+/// (`UniGB-UCS2-H` and kin), which Chinese PDF tools use with non-embedded
+/// fonts such as STSong. In those CMaps the character code *is* the UCS-2 /
+/// UTF-16 code unit, so rewriting them as `Identity-H` plus an identity
+/// `ToUnicode` map gives the right text. Glyph widths are then looked up by
+/// code instead of CID, which only skews ASCII widths slightly.
+fn patch_predefined_cmaps(doc: &mut Document) {
+    let mut fonts = Vec::new();
+    for (id, obj) in &doc.objects {
+        let Ok(dict) = obj.as_dict() else { continue };
+        if dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(&b"Type0"[..]) {
+            continue;
+        }
+        let Ok(Object::Name(enc)) = dict.get(b"Encoding") else {
+            continue;
+        };
+        let enc = String::from_utf8_lossy(enc);
+        if enc.starts_with("Uni") && (enc.contains("UCS2") || enc.contains("UTF16")) {
+            fonts.push((*id, enc.ends_with("-V")));
+        }
+    }
+    if fonts.is_empty() {
+        return;
+    }
+    let cmap = doc.add_object(Stream::new(Dictionary::new(), identity_to_unicode()));
+    for (id, vertical) in fonts {
+        if let Ok(Object::Dictionary(dict)) = doc.get_object_mut(id) {
+            let name = if vertical { "Identity-V" } else { "Identity-H" };
+            dict.set("Encoding", Object::Name(name.as_bytes().to_vec()));
+            if !dict.has(b"ToUnicode") {
+                dict.set("ToUnicode", Object::Reference(cmap));
+            }
+        }
+    }
+}
+
+/// A ToUnicode CMap mapping every two-byte code outside the surrogate range
+/// to itself, in blocks of at most 100 ranges as the CMap syntax requires.
+fn identity_to_unicode() -> Vec<u8> {
+    let ranges: Vec<u16> = (0u16..=0xff)
+        .filter(|hi| !(0xd8..=0xdf).contains(hi))
+        .collect();
+    let mut out = String::from(
+        "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n\
+         /CMapName /XxdcIdentity def\n/CMapType 2 def\n\
+         1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n",
+    );
+    for block in ranges.chunks(100) {
+        out.push_str(&format!("{} beginbfrange\n", block.len()));
+        for hi in block {
+            out.push_str(&format!("<{hi:02X}00> <{hi:02X}FF> <{hi:02X}00>\n"));
+        }
+        out.push_str("endbfrange\n");
+    }
+    out.push_str("endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend\n");
+    out.into_bytes()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------
+// Collecting glyphs and rules
+
+/// One glyph in top-down page coordinates (points, y grows downwards).
+#[derive(Debug, Clone)]
+struct Glyph {
+    x: f64,
+    right: f64,
+    baseline: f64,
+    em: f64,
+    text: String,
+}
+
+impl Glyph {
+    fn is_space(&self) -> bool {
+        self.text
+            .chars()
+            .all(|c| c.is_whitespace() || c == '\u{3000}')
+    }
+    fn center(&self) -> (f64, f64) {
+        // The visual middle of a glyph sits about a third of an em above
+        // the baseline; using it keeps descenders out of the row below.
+        ((self.x + self.right) / 2.0, self.baseline - 0.35 * self.em)
+    }
+    fn first_char(&self) -> Option<char> {
+        self.text.chars().next()
+    }
+    fn last_char(&self) -> Option<char> {
+        self.text.chars().last()
+    }
+}
+
+/// An axis-parallel ruling segment: at `pos` across, from `a` to `b` along.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    pos: f64,
+    a: f64,
+    b: f64,
+}
+
+#[derive(Debug, Default)]
+struct PageContent {
+    glyphs: Vec<Glyph>,
+    horizontal: Vec<Rule>,
+    vertical: Vec<Rule>,
+}
+
+#[derive(Debug, Default)]
+struct Collector {
+    top: f64,
+    page: Option<PageContent>,
+}
+
+impl Collector {
+    fn finish(self) -> Option<PageContent> {
+        self.page
+    }
+
+    /// Device point in top-down page coordinates.
+    fn to_page(&self, ctm: &Transform, x: f64, y: f64) -> (f64, f64) {
+        let p = ctm.transform_point(euclid::Point2D::new(x, y));
+        (p.x, self.top - p.y)
+    }
+
+    fn add_segment(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64)) {
+        let Some(page) = self.page.as_mut() else {
+            return;
+        };
+        if !(x0.is_finite() && y0.is_finite() && x1.is_finite() && y1.is_finite()) {
+            return;
+        }
+        if page.horizontal.len() + page.vertical.len() >= MAX_RULES_PER_PAGE {
+            return;
+        }
+        let (dx, dy) = ((x1 - x0).abs(), (y1 - y0).abs());
+        if dy <= 0.5 && dx >= RULE_MIN_LENGTH {
+            page.horizontal.push(Rule {
+                pos: (y0 + y1) / 2.0,
+                a: x0.min(x1),
+                b: x0.max(x1),
+            });
+        } else if dx <= 0.5 && dy >= RULE_MIN_LENGTH {
+            page.vertical.push(Rule {
+                pos: (x0 + x1) / 2.0,
+                a: y0.min(y1),
+                b: y0.max(y1),
+            });
+        }
+    }
+
+    /// Points of each subpath, in page coordinates.
+    fn subpaths(&self, ctm: &Transform, path: &Path) -> Vec<Vec<(f64, f64)>> {
+        let mut out: Vec<Vec<(f64, f64)>> = Vec::new();
+        let mut current: Vec<(f64, f64)> = Vec::new();
+        for op in &path.ops {
+            match *op {
+                PathOp::MoveTo(x, y) => {
+                    if current.len() > 1 {
+                        out.push(std::mem::take(&mut current));
+                    }
+                    current = vec![self.to_page(ctm, x, y)];
+                }
+                PathOp::LineTo(x, y) => current.push(self.to_page(ctm, x, y)),
+                PathOp::CurveTo(_, _, _, _, x, y) => {
+                    // A curve is no rule: start a fresh subpath after it.
+                    if current.len() > 1 {
+                        out.push(std::mem::take(&mut current));
+                    }
+                    current = vec![self.to_page(ctm, x, y)];
+                }
+                PathOp::Rect(x, y, w, h) => {
+                    if current.len() > 1 {
+                        out.push(std::mem::take(&mut current));
+                    }
+                    current.clear();
+                    let mut rect = vec![
+                        self.to_page(ctm, x, y),
+                        self.to_page(ctm, x + w, y),
+                        self.to_page(ctm, x + w, y + h),
+                        self.to_page(ctm, x, y + h),
+                    ];
+                    let first = rect[0];
+                    rect.push(first);
+                    out.push(rect);
+                }
+                PathOp::Close => {
+                    if let Some(&first) = current.first() {
+                        current.push(first);
+                    }
+                }
+            }
+        }
+        if current.len() > 1 {
+            out.push(current);
+        }
+        out
+    }
+}
+
+/// White (or near-white) paint erases rather than rules.
+fn is_white(colorspace: &ColorSpace, color: &[f64]) -> bool {
+    match (colorspace, color) {
+        (ColorSpace::DeviceGray, [g]) => *g > 0.95,
+        (ColorSpace::DeviceRGB, [r, g, b]) => *r > 0.95 && *g > 0.95 && *b > 0.95,
+        (ColorSpace::DeviceCMYK, [c, m, y, k]) => c + m + y + k < 0.05,
+        _ => false,
+    }
+}
+
+impl OutputDev for Collector {
+    fn begin_page(
+        &mut self,
+        _page_num: u32,
+        media_box: &MediaBox,
+        _art_box: Option<(f64, f64, f64, f64)>,
+    ) -> Result<(), OutputError> {
+        self.top = media_box.ury.max(media_box.lly);
+        self.page = Some(PageContent::default());
+        Ok(())
+    }
+
+    fn end_page(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+
+    fn output_character(
+        &mut self,
+        trm: &Transform,
+        width: f64,
+        _spacing: f64,
+        font_size: f64,
+        ch: &str,
+    ) -> Result<(), OutputError> {
+        let top = self.top;
+        let Some(page) = self.page.as_mut() else {
+            return Ok(());
+        };
+        if ch.is_empty() || page.glyphs.len() >= MAX_GLYPHS_PER_PAGE {
+            return Ok(());
+        }
+        // pdf-extract's trm leaves the font size out (Tsm × Tm × CTM), so
+        // glyph extents are scaled by it here.
+        let origin = trm.transform_point(euclid::Point2D::new(0.0, 0.0));
+        let advance = trm.transform_vector(euclid::Vector2D::new(width * font_size, 0.0));
+        let em_vec = trm.transform_vector(euclid::Vector2D::new(0.0, font_size));
+        let em = em_vec.x.hypot(em_vec.y);
+        let mut adv = advance.x.hypot(advance.y);
+        if !(origin.x.is_finite() && origin.y.is_finite() && em.is_finite() && adv.is_finite())
+            || em <= 0.01
+        {
+            return Ok(());
+        }
+        // Fonts without width tables report 0; guess from the script.
+        if adv < 0.05 * em {
+            adv = if ch.is_ascii() { 0.5 * em } else { em };
+        }
+        page.glyphs.push(Glyph {
+            x: origin.x,
+            right: origin.x + adv,
+            baseline: top - origin.y,
+            em,
+            text: ch.to_string(),
+        });
+        Ok(())
+    }
+
+    fn begin_word(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+
+    fn end_word(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+
+    fn end_line(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
+
+    fn stroke(
+        &mut self,
+        ctm: &Transform,
+        colorspace: &ColorSpace,
+        color: &[f64],
+        path: &Path,
+    ) -> Result<(), OutputError> {
+        if is_white(colorspace, color) {
+            return Ok(());
+        }
+        for sub in self.subpaths(ctm, path) {
+            for pair in sub.windows(2) {
+                self.add_segment(pair[0], pair[1]);
+            }
+        }
+        Ok(())
+    }
+
+    fn fill(
+        &mut self,
+        ctm: &Transform,
+        colorspace: &ColorSpace,
+        color: &[f64],
+        path: &Path,
+    ) -> Result<(), OutputError> {
+        if is_white(colorspace, color) {
+            return Ok(());
+        }
+        // Word and LibreOffice often paint borders as thin filled
+        // rectangles: a thin box is a rule along its long side.
+        for sub in self.subpaths(ctm, path) {
+            let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+            for &(x, y) in &sub {
+                x0 = x0.min(x);
+                y0 = y0.min(y);
+                x1 = x1.max(x);
+                y1 = y1.max(y);
+            }
+            let (w, h) = (x1 - x0, y1 - y0);
+            if h <= RULE_MAX_THICKNESS && w > h {
+                let y = (y0 + y1) / 2.0;
+                self.add_segment((x0, y), (x1, y));
+            } else if w <= RULE_MAX_THICKNESS && h > w {
+                let x = (x0 + x1) / 2.0;
+                self.add_segment((x, y0), (x, y1));
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tables from rules
+
+/// Clusters sorted values: members closer than `RULE_TOL` to the cluster's
+/// previous member join it; each cluster is represented by its mean.
+fn cluster(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(f64::total_cmp);
+    let mut out: Vec<f64> = Vec::new();
+    let mut group: Vec<f64> = Vec::new();
+    for v in values {
+        if group.last().is_some_and(|&last| v - last > RULE_TOL) {
+            out.push(group.iter().sum::<f64>() / group.len() as f64);
+            group.clear();
+        }
+        group.push(v);
+    }
+    if !group.is_empty() {
+        out.push(group.iter().sum::<f64>() / group.len() as f64);
+    }
+    out
+}
+
+/// Merges collinear rules that overlap or nearly touch.
+fn merge_rules(mut rules: Vec<Rule>) -> Vec<Rule> {
+    rules.sort_by(|p, q| p.pos.total_cmp(&q.pos).then(p.a.total_cmp(&q.a)));
+    let mut lines: Vec<Vec<Rule>> = Vec::new();
+    for r in rules {
+        match lines.last_mut() {
+            Some(line)
+                if line
+                    .last()
+                    .is_some_and(|l| (r.pos - l.pos).abs() <= RULE_TOL) =>
+            {
+                line.push(r)
+            }
+            _ => lines.push(vec![r]),
+        }
+    }
+    let mut out = Vec::new();
+    for mut line in lines {
+        let pos = line.iter().map(|r| r.pos).sum::<f64>() / line.len() as f64;
+        line.sort_by(|p, q| p.a.total_cmp(&q.a));
+        let mut cur: Option<Rule> = None;
+        for r in line {
+            cur = match cur {
+                Some(c) if r.a <= c.b + RULE_TOL => Some(Rule {
+                    pos,
+                    a: c.a,
+                    b: c.b.max(r.b),
+                }),
+                Some(c) => {
+                    out.push(c);
+                    Some(Rule {
+                        pos,
+                        a: r.a,
+                        b: r.b,
+                    })
+                }
+                None => Some(Rule {
+                    pos,
+                    a: r.a,
+                    b: r.b,
+                }),
+            };
+        }
+        out.extend(cur);
+    }
+    out
+}
+
+#[derive(Debug)]
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        Self((0..n).collect())
+    }
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.0[i] != i {
+            self.0[i] = self.0[self.0[i]];
+            i = self.0[i];
+        }
+        i
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra != rb {
+            self.0[ra.max(rb)] = ra.min(rb);
+        }
+    }
+}
+
+/// One table found on a page: its rule coordinates and merged cells.
+#[derive(Debug)]
+struct Table {
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    /// For every atomic cell (row-major), the index into `cells`.
+    owner: Vec<usize>,
+    /// (row, col, rowspan, colspan) of each merged cell.
+    cells: Vec<(usize, usize, usize, usize)>,
+}
+
+impl Table {
+    fn contains(&self, (x, y): (f64, f64)) -> bool {
+        match (
+            self.xs.first(),
+            self.xs.last(),
+            self.ys.first(),
+            self.ys.last(),
+        ) {
+            (Some(&x0), Some(&x1), Some(&y0), Some(&y1)) => {
+                x >= x0 && x <= x1 && y >= y0 && y <= y1
+            }
+            _ => false,
+        }
+    }
+
+    /// The merged cell holding a point inside the table.
+    /// Whether a point lies within `slack` left or right of the table, at
+    /// the height of one of its rows.
+    fn overflows(&self, (x, y): (f64, f64), slack: f64) -> bool {
+        match (
+            self.xs.first(),
+            self.xs.last(),
+            self.ys.first(),
+            self.ys.last(),
+        ) {
+            (Some(&x0), Some(&x1), Some(&y0), Some(&y1)) => {
+                y > y0 && y < y1 && ((x > x1 && x <= x1 + slack) || (x < x0 && x >= x0 - slack))
+            }
+            _ => false,
+        }
+    }
+
+    fn cell_at(&self, (x, y): (f64, f64)) -> Option<usize> {
+        let band = |edges: &[f64], v: f64| -> Option<usize> {
+            let i = edges.partition_point(|&e| e <= v);
+            // past the last edge counts as the last band (a point on the
+            // outer border)
+            Some(i.saturating_sub(1).min(edges.len().checked_sub(2)?))
+        };
+        let r = band(&self.ys, y)?;
+        let c = band(&self.xs, x)?;
+        let cols = self.xs.len() - 1;
+        self.owner.get(r * cols + c).copied()
+    }
+
+    /// Outer edges (left, right) of a merged cell.
+    fn cell_x_range(&self, cell: usize) -> (f64, f64) {
+        let (_, c, _, cs) = self.cells[cell];
+        (self.xs[c], self.xs[c + cs])
+    }
+}
+
+fn covers(rules: &[Rule], pos: f64, at: f64) -> bool {
+    rules
+        .iter()
+        .any(|r| (r.pos - pos).abs() <= RULE_TOL && r.a - RULE_TOL <= at && at <= r.b + RULE_TOL)
+}
+
+/// Finds the tables of a page and returns them as grids, plus the glyphs
+/// outside every table.
+fn build_tables(page: &PageContent, limits: &ReadLimits) -> (Vec<Grid>, Vec<Glyph>) {
+    let hs = merge_rules(page.horizontal.clone());
+    let vs = merge_rules(page.vertical.clone());
+
+    // Rules that touch each other belong to one table.
+    let mut uf = UnionFind::new(hs.len() + vs.len());
+    for (i, h) in hs.iter().enumerate() {
+        for (j, v) in vs.iter().enumerate() {
+            let touch = v.pos >= h.a - RULE_TOL
+                && v.pos <= h.b + RULE_TOL
+                && h.pos >= v.a - RULE_TOL
+                && h.pos <= v.b + RULE_TOL;
+            if touch {
+                uf.union(i, hs.len() + j);
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, (Vec<Rule>, Vec<Rule>)> = BTreeMap::new();
+    for (i, h) in hs.iter().enumerate() {
+        groups.entry(uf.find(i)).or_default().0.push(*h);
+    }
+    for (j, v) in vs.iter().enumerate() {
+        groups.entry(uf.find(hs.len() + j)).or_default().1.push(*v);
+    }
+
+    let mut tables: Vec<Table> = Vec::new();
+    for (h, v) in groups.into_values() {
+        if let Some(t) = table_from_rules(&h, &v) {
+            tables.push(t);
+        }
+    }
+    // Top to bottom, then left to right, so grids come out in reading order.
+    tables.sort_by(|p, q| {
+        let key = |t: &Table| (t.ys.first().copied(), t.xs.first().copied());
+        let (pk, qk) = (key(p), key(q));
+        pk.0.unwrap_or(0.0)
+            .total_cmp(&qk.0.unwrap_or(0.0))
+            .then(pk.1.unwrap_or(0.0).total_cmp(&qk.1.unwrap_or(0.0)))
+    });
+
+    let mut per_cell: Vec<Vec<Vec<Glyph>>> = tables
+        .iter()
+        .map(|t| vec![Vec::new(); t.cells.len()])
+        .collect();
+    let mut outside = Vec::new();
+    for g in &page.glyphs {
+        let center = g.center();
+        let hit = tables
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.contains(center))
+            .or_else(|| {
+                // Text that overflows a table's outer border (a value longer
+                // than its cell, as Excel prints it) belongs to the border
+                // cell of its row, not to the text around the table.
+                tables
+                    .iter()
+                    .enumerate()
+                    .find(|(_, t)| t.overflows(center, 2.0 * g.em))
+            })
+            .and_then(|(ti, t)| Some((ti, t.cell_at(center)?)));
+        match hit {
+            Some((ti, ci)) => per_cell[ti][ci].push(g.clone()),
+            None => outside.push(g.clone()),
+        }
+    }
+
+    let mut grids = Vec::new();
+    for (t, cell_glyphs) in tables.iter().zip(per_cell) {
+        let mut grid = Grid::new("");
+        for (ci, glyphs) in cell_glyphs.into_iter().enumerate() {
+            if grid.cells.len() >= limits.max_cells {
+                break;
+            }
+            let (left, right) = t.cell_x_range(ci);
+            let text = clean_text(&cell_text(glyphs, left, right));
+            let (r, c, rs, cs) = t.cells[ci];
+            let cell = Cell {
+                row: to_u32(r),
+                col: to_u32(c),
+                rowspan: to_u32(rs),
+                colspan: to_u32(cs),
+                text,
+            };
+            grid.push(cell);
+        }
+        grid.cells.sort_by_key(|c| (c.row, c.col));
+        if !grid.is_empty() {
+            grids.push(grid);
+        }
+    }
+    (grids, outside)
+}
+
+fn to_u32(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Builds the merged-cell layout of one group of touching rules.
+fn table_from_rules(hs: &[Rule], vs: &[Rule]) -> Option<Table> {
+    let ys = cluster(hs.iter().map(|r| r.pos).collect());
+    let xs = cluster(vs.iter().map(|r| r.pos).collect());
+    if ys.len() < 2 || xs.len() < 2 {
+        return None;
+    }
+    let (rows, cols) = (ys.len() - 1, xs.len() - 1);
+    if rows.checked_mul(cols)? > MAX_ATOMIC_CELLS {
+        return None;
+    }
+    // Neighbouring bands merge where the rule between them is absent at the
+    // band's midpoint.
+    let mut uf = UnionFind::new(rows * cols);
+    for r in 0..rows {
+        let mid_y = (ys[r] + ys[r + 1]) / 2.0;
+        for c in 0..cols {
+            let mid_x = (xs[c] + xs[c + 1]) / 2.0;
+            if c + 1 < cols && !covers(vs, xs[c + 1], mid_y) {
+                uf.union(r * cols + c, r * cols + c + 1);
+            }
+            if r + 1 < rows && !covers(hs, ys[r + 1], mid_x) {
+                uf.union(r * cols + c, (r + 1) * cols + c);
+            }
+        }
+    }
+    let mut root_to_cell: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut bounds: Vec<(usize, usize, usize, usize)> = Vec::new(); // r0 c0 r1 c1
+    let mut owner = vec![0; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let root = uf.find(r * cols + c);
+            let idx = *root_to_cell.entry(root).or_insert_with(|| {
+                bounds.push((r, c, r, c));
+                bounds.len() - 1
+            });
+            let b = &mut bounds[idx];
+            b.0 = b.0.min(r);
+            b.1 = b.1.min(c);
+            b.2 = b.2.max(r);
+            b.3 = b.3.max(c);
+            owner[r * cols + c] = idx;
+        }
+    }
+    let cells = bounds
+        .into_iter()
+        .map(|(r0, c0, r1, c1)| (r0, c0, r1 - r0 + 1, c1 - c0 + 1))
+        .collect();
+    Some(Table {
+        xs,
+        ys,
+        owner,
+        cells,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Text from glyphs
+
+/// One visual line of glyphs, left to right.
+#[derive(Debug)]
+struct Line {
+    glyphs: Vec<Glyph>,
+}
+
+impl Line {
+    fn ink(&self) -> impl Iterator<Item = &Glyph> {
+        self.glyphs.iter().filter(|g| !g.is_space())
+    }
+    fn left(&self) -> f64 {
+        self.ink().map(|g| g.x).fold(f64::MAX, f64::min)
+    }
+    fn right(&self) -> f64 {
+        self.ink().map(|g| g.right).fold(f64::MIN, f64::max)
+    }
+    fn em(&self) -> f64 {
+        let (sum, n) = self
+            .ink()
+            .fold((0.0, 0usize), |(s, n), g| (s + g.em, n + 1));
+        if n == 0 { 10.0 } else { sum / n as f64 }
+    }
+    /// Width of the first unit a line breaker cannot split: one CJK
+    /// character, or an ASCII run up to a space, a gap, a hyphen or slash.
+    fn first_unit_width(&self) -> f64 {
+        let mut ink = self.ink().peekable();
+        let Some(first) = ink.next() else { return 0.0 };
+        let mut right = first.right;
+        if !first.text.is_ascii() || matches!(first.last_char(), Some('-' | '/')) {
+            return right - first.x;
+        }
+        let mut prev = first;
+        for g in ink {
+            if !g.text.is_ascii() || g.x - prev.right > SPACE_GAP_EM * g.em {
+                break;
+            }
+            // a space glyph between them ends the unit too
+            if self.glyphs.iter().any(|s| {
+                s.is_space() && s.x >= prev.right - 0.01 && s.right <= g.x + 0.01 && s.x < g.x
+            }) {
+                break;
+            }
+            right = g.right;
+            if matches!(g.last_char(), Some('-' | '/')) {
+                break;
+            }
+            prev = g;
+        }
+        right - first.x
+    }
+    fn first_char(&self) -> Option<char> {
+        self.ink().next().and_then(Glyph::first_char)
+    }
+    fn last_char(&self) -> Option<char> {
+        self.ink().last().and_then(Glyph::last_char)
+    }
+}
+
+/// Groups glyphs into visual lines, top to bottom.
+fn group_lines(mut glyphs: Vec<Glyph>) -> Vec<Line> {
+    glyphs.sort_by(|p, q| p.baseline.total_cmp(&q.baseline).then(p.x.total_cmp(&q.x)));
+    let mut lines: Vec<Line> = Vec::new();
+    let mut line_base = f64::MIN;
+    for g in glyphs {
+        // Baselines within half an em are one line (superscripts, mixed
+        // fonts and CJK/Latin baseline differences stay together).
+        match lines.last_mut() {
+            Some(line) if (g.baseline - line_base).abs() <= 0.5 * g.em => line.glyphs.push(g),
+            _ => {
+                line_base = g.baseline;
+                lines.push(Line { glyphs: vec![g] });
+            }
+        }
+    }
+    for line in &mut lines {
+        line.glyphs.sort_by(|p, q| p.x.total_cmp(&q.x));
+        // Fake bold draws every glyph twice, slightly offset: keep one.
+        line.glyphs
+            .dedup_by(|b, a| a.text == b.text && (b.x - a.x).abs() < 0.15 * a.em);
+    }
+    lines
+}
+
+/// Text of a sequence of glyphs on one line. Spaces come from space glyphs,
+/// or from a gap wider than `SPACE_GAP_EM` between two ASCII glyphs; never
+/// from a gap next to a CJK character.
+fn line_text(glyphs: &[Glyph]) -> String {
+    let mut out = String::new();
+    let mut prev: Option<&Glyph> = None;
+    for g in glyphs {
+        if g.is_space() {
+            out.push(' ');
+            continue;
+        }
+        if let Some(p) = prev {
+            let ascii_both = p.last_char().is_some_and(|c| c.is_ascii_graphic())
+                && g.first_char().is_some_and(|c| c.is_ascii_graphic());
+            if ascii_both && g.x - p.right > SPACE_GAP_EM * g.em && !out.ends_with(' ') {
+                out.push(' ');
+            }
+        }
+        out.push_str(&g.text);
+        prev = Some(g);
+    }
+    out
+}
+
+/// Text of one table cell whose outer edges are `left`/`right`.
+fn cell_text(glyphs: Vec<Glyph>, left: f64, right: f64) -> String {
+    let lines = group_lines(glyphs);
+    let lines: Vec<Line> = lines
+        .into_iter()
+        .filter(|l| l.ink().next().is_some())
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    // The cell's padding: the smallest distance from the left border to a
+    // line's first glyph (a wrapped line starts at the padding), capped so
+    // centred short lines do not make it huge.
+    let em = lines.iter().map(Line::em).fold(0.0, f64::max);
+    let pad = lines
+        .iter()
+        .map(|l| l.left() - left)
+        .fold(f64::MAX, f64::min)
+        .clamp(0.0, 1.5 * em);
+    let limit = right - pad;
+
+    let mut out = line_text(&lines[0].glyphs);
+    for pair in lines.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        let room = limit - prev.right();
+        // The word processor broke the line if the next line's first
+        // unbreakable unit would not have fitted in the room left (a small
+        // slack for rounding of glyph widths).
+        let wrapped = next.first_unit_width() > room - 0.1 * next.em();
+        let sep = if !wrapped {
+            "\n"
+        } else {
+            let ascii_both = prev.last_char().is_some_and(|c| c.is_ascii_alphanumeric())
+                && next.first_char().is_some_and(|c| c.is_ascii_alphanumeric());
+            // Latin words wrap at a space, which leaves room at the line
+            // end; a value broken between characters fills the line.
+            if ascii_both && room > prev.em() {
+                " "
+            } else {
+                ""
+            }
+        };
+        out.push_str(sep);
+        out.push_str(&line_text(&next.glyphs));
+    }
+    out
+}
+
+/// The `text` grid: every visual line outside the tables is a row, and runs
+/// separated by a gap wider than `RUN_GAP_EM` are separate cells.
+fn text_grid(pages: &[Vec<Glyph>], limits: &ReadLimits) -> Grid {
+    let mut grid = Grid::new("text");
+    let mut row = 0u32;
+    for glyphs in pages {
+        for line in group_lines(glyphs.clone()) {
+            let mut runs: Vec<Vec<Glyph>> = Vec::new();
+            let mut last_ink_right: Option<f64> = None;
+            for g in line.glyphs {
+                if g.is_space() {
+                    if let Some(run) = runs.last_mut() {
+                        run.push(g);
+                    }
+                    continue;
+                }
+                let new_run = last_ink_right.is_none_or(|r| g.x - r > RUN_GAP_EM * g.em);
+                last_ink_right = Some(g.right);
+                if new_run {
+                    runs.push(vec![g]);
+                } else if let Some(run) = runs.last_mut() {
+                    run.push(g);
+                }
+            }
+            let mut col = 0u32;
+            let mut any = false;
+            for run in runs {
+                if grid.cells.len() >= limits.max_cells {
+                    return grid;
+                }
+                let text = clean_text(&line_text(&run));
+                if !text.is_empty() {
+                    grid.push(Cell::new(row, col, text));
+                    col += 1;
+                    any = true;
+                }
+            }
+            if any {
+                row += 1;
+            }
+        }
+    }
+    grid
+}
+
+// ---------------------------------------------------------------------------
+// Metadata
+
+fn deref<'a>(doc: &'a Document, obj: &'a Object) -> Option<&'a Object> {
+    match obj {
+        Object::Reference(id) => doc.get_object(*id).ok(),
+        other => Some(other),
+    }
+}
+
+fn dict_get<'a>(doc: &'a Document, dict: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
+    dict.get(key).ok().and_then(|o| deref(doc, o))
+}
+
+fn info_meta(doc: &Document, meta: &mut Meta) {
+    let Some(info) = dict_get(doc, &doc.trailer, b"Info").and_then(|o| o.as_dict().ok()) else {
+        return;
+    };
+    for (key, name) in [
+        (&b"Producer"[..], "producer"),
+        (b"Creator", "creator"),
+        (b"Title", "title"),
+        (b"Author", "author"),
+    ] {
+        if let Some(text) = dict_get(doc, info, key).and_then(text_string) {
+            meta.insert(name.into(), text.into());
+        }
+    }
+    for (key, name) in [(&b"CreationDate"[..], "created"), (b"ModDate", "modified")] {
+        if let Some(date) = dict_get(doc, info, key)
+            .and_then(text_string)
+            .and_then(|s| parse_pdf_date(&s))
+        {
+            meta.insert(name.into(), date.into());
+        }
+    }
+}
+
+/// A PDF text string (PDFDocEncoding or UTF-16BE with BOM), trimmed; `None`
+/// when blank or undecodable.
+fn text_string(obj: &Object) -> Option<String> {
+    let s = pdf_extract::decode_text_string(obj).ok()?;
+    let s: String = s
+        .chars()
+        .filter(|c| *c != '\u{feff}' && !c.is_control())
+        .collect();
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Parses `D:YYYYMMDDHHmmSSOHH'mm'` leniently (missing parts, `Z`, trailing
+/// or missing apostrophes) into RFC 3339. No zone means UTC.
+fn parse_pdf_date(s: &str) -> Option<String> {
+    use chrono::{FixedOffset, NaiveDate, SecondsFormat, TimeZone};
+    let s = s.trim();
+    let s = s.strip_prefix("D:").unwrap_or(s);
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let rest = &s[digits.len()..];
+    if digits.len() < 4 {
+        return None;
+    }
+    let part = |from: usize, len: usize, default: u32| -> Option<u32> {
+        match digits.get(from..from + len) {
+            Some(p) => p.parse().ok(),
+            None => Some(default),
+        }
+    };
+    let year: i32 = digits.get(0..4)?.parse().ok()?;
+    let (month, day) = (part(4, 2, 1)?, part(6, 2, 1)?);
+    let (hour, minute, second) = (part(8, 2, 0)?, part(10, 2, 0)?, part(12, 2, 0)?);
+    let naive =
+        NaiveDate::from_ymd_opt(year, month, day)?.and_hms_opt(hour, minute, second.min(59))?;
+    let offset_secs = match rest.chars().next() {
+        Some(sign @ ('+' | '-')) => {
+            let tz: String = rest[1..].chars().filter(char::is_ascii_digit).collect();
+            let h: i32 = tz.get(0..2).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let m: i32 = tz.get(2..4).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let secs = h * 3600 + m * 60;
+            if sign == '-' { -secs } else { secs }
+        }
+        _ => 0,
+    };
+    let offset = FixedOffset::east_opt(offset_secs)?;
+    let dt = offset.from_local_datetime(&naive).single()?;
+    Some(dt.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+#[derive(Debug, Default)]
+struct ImageFacts {
+    count: usize,
+    dpi: Option<u64>,
+}
+
+/// Counts distinct image XObjects on all pages (including those inside form
+/// XObjects) and works out the resolution of the largest one as if it
+/// covered the page's width, which is how scanners build their PDFs.
+fn image_facts(doc: &Document, pages: &BTreeMap<u32, ObjectId>) -> ImageFacts {
+    let mut seen: HashSet<ObjectId> = HashSet::new();
+    let mut largest: Option<(u64, f64)> = None; // (pixels, dpi)
+    for &page_id in pages.values() {
+        let Ok(page) = doc.get_dictionary(page_id) else {
+            continue;
+        };
+        let page_width = inherited(doc, page, b"MediaBox")
+            .and_then(|o| o.as_array().ok())
+            .and_then(|a| {
+                let n: Vec<f64> = a
+                    .iter()
+                    .filter_map(|o| deref(doc, o).and_then(number))
+                    .collect();
+                (n.len() == 4).then(|| (n[2] - n[0]).abs())
+            })
+            .filter(|w| *w > 1.0)
+            .unwrap_or(612.0);
+        let Some(resources) = inherited(doc, page, b"Resources").and_then(|o| o.as_dict().ok())
+        else {
+            continue;
+        };
+        let mut stack = vec![(resources, 0usize)];
+        while let Some((res, depth)) = stack.pop() {
+            let Some(xobjects) = dict_get(doc, res, b"XObject").and_then(|o| o.as_dict().ok())
+            else {
+                continue;
+            };
+            for (_, obj) in xobjects.iter() {
+                let Object::Reference(id) = obj else { continue };
+                if !seen.insert(*id) {
+                    continue;
+                }
+                let Ok(stream) = doc.get_object(*id).and_then(Object::as_stream) else {
+                    continue;
+                };
+                let subtype =
+                    dict_get(doc, &stream.dict, b"Subtype").and_then(|o| o.as_name().ok());
+                match subtype {
+                    Some(b"Image") => {
+                        let w = dict_get(doc, &stream.dict, b"Width")
+                            .and_then(number)
+                            .unwrap_or(0.0);
+                        let h = dict_get(doc, &stream.dict, b"Height")
+                            .and_then(number)
+                            .unwrap_or(0.0);
+                        let pixels = (w.max(0.0) * h.max(0.0)) as u64;
+                        if largest.is_none_or(|(p, _)| pixels > p) && w > 0.0 {
+                            largest = Some((pixels, w / (page_width / 72.0)));
+                        }
+                    }
+                    Some(b"Form") if depth < 8 => {
+                        if let Some(r) =
+                            dict_get(doc, &stream.dict, b"Resources").and_then(|o| o.as_dict().ok())
+                        {
+                            stack.push((r, depth + 1));
+                        }
+                    }
+                    _ => continue,
+                }
+            }
+        }
+    }
+    let images = seen
+        .iter()
+        .filter(|id| {
+            doc.get_object(**id)
+                .and_then(Object::as_stream)
+                .ok()
+                .and_then(|s| dict_get(doc, &s.dict, b"Subtype").and_then(|o| o.as_name().ok()))
+                == Some(&b"Image"[..])
+        })
+        .count();
+    ImageFacts {
+        count: images,
+        dpi: largest
+            .and_then(|(_, dpi)| (dpi.is_finite() && dpi >= 1.0).then(|| dpi.round() as u64)),
+    }
+}
+
+fn number(obj: &Object) -> Option<f64> {
+    match obj {
+        Object::Integer(i) => Some(*i as f64),
+        Object::Real(r) => Some(f64::from(*r)),
+        _ => None,
+    }
+}
+
+/// A page attribute, looked up the page tree (bounded against loops).
+fn inherited<'a>(doc: &'a Document, page: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
+    let mut dict = page;
+    for _ in 0..32 {
+        if let Some(v) = dict_get(doc, dict, key) {
+            return Some(v);
+        }
+        dict = dict_get(doc, dict, b"Parent")?.as_dict().ok()?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/pdf/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn read_ok(name: &str) -> Extracted {
+        read(&fixture(name), &ReadLimits::default()).unwrap_or_else(|e| panic!("{name}: {e:?}"))
+    }
+
+    /// The cell at (row, col) as (rowspan, colspan, text).
+    fn cell(grid: &Grid, row: u32, col: u32) -> (u32, u32, &str) {
+        let c = grid
+            .cells
+            .iter()
+            .find(|c| c.row == row && c.col == col)
+            .unwrap_or_else(|| panic!("no cell ({row},{col}) in {grid:#?}"));
+        (c.rowspan, c.colspan, c.text.as_str())
+    }
+
+    #[test]
+    fn ruled_form_becomes_cells_with_spans() {
+        let out = read_ok("form_ruled.pdf");
+        assert!(!out.scanned);
+        let page = &out.grids[0];
+        assert_eq!(page.name, "page 1");
+        assert_eq!(cell(page, 0, 0), (1, 1, "单 位"));
+        assert_eq!(cell(page, 0, 1), (1, 3, "永嘉县教育局"));
+        assert_eq!(cell(page, 0, 4), (1, 1, "地址"));
+        assert_eq!(cell(page, 0, 5), (1, 1, "县前路6号"));
+        assert_eq!(cell(page, 1, 0), (1, 1, "分管领导姓名"));
+        assert_eq!(cell(page, 1, 3), (1, 1, "副局长"));
+        // rowspan from the missing rule, colspans from missing verticals
+        assert_eq!(cell(page, 2, 0), (2, 1, "联系方式"));
+        assert_eq!(cell(page, 2, 1), (1, 2, "办电"));
+        assert_eq!(cell(page, 3, 2), (1, 2, "0577-67260157"));
+        assert_eq!(cell(page, 3, 5), (1, 1, "ghh716@yahoo.com.cn"));
+        // bottom border drawn as a filled rectangle closes the last row
+        assert_eq!(
+            cell(page, 4, 1),
+            (
+                1,
+                5,
+                "1995.09-1998.07 温州大学法律专业学习；\n1998.07-至今 永嘉县教育局办公室工作。"
+            )
+        );
+        assert_eq!(page.cells.len(), 21);
+    }
+
+    #[test]
+    fn values_wrapped_inside_a_cell_are_rejoined() {
+        let out = read_ok("form_ruled.pdf");
+        let page = &out.grids[0];
+        // "0577-" / "6745" / "8754" in a 36pt cell
+        assert_eq!(cell(page, 2, 3), (1, 1, "0577-67458754"));
+        // "办公室、政务信息、信" / "访"
+        assert_eq!(cell(page, 1, 5), (1, 1, "办公室、政务信息、信访"));
+    }
+
+    #[test]
+    fn text_outside_tables_goes_to_the_text_grid() {
+        let out = read_ok("form_ruled.pdf");
+        assert_eq!(out.grids.len(), 2);
+        let text = &out.grids[1];
+        assert_eq!(text.name, "text");
+        assert_eq!(cell(text, 0, 0).2, "分管政务信息领导及信息员登记表");
+        assert_eq!(cell(text, 1, 0).2, "填表人：夏微红");
+        assert_eq!(cell(text, 1, 1).2, "联系电话：0577-67218478");
+    }
+
+    #[test]
+    fn unruled_label_lines_split_on_wide_gaps_and_space_only_ascii() {
+        let out = read_ok("text_only.pdf");
+        assert_eq!(out.grids.len(), 1);
+        let text = &out.grids[0];
+        assert_eq!(text.name, "text");
+        assert_eq!(cell(text, 0, 0).2, "单位：永嘉县教育局");
+        assert_eq!(cell(text, 0, 1).2, "地址：县前路6号");
+        assert_eq!(cell(text, 1, 0).2, "信息员姓名：夏微红");
+        assert_eq!(cell(text, 2, 0).2, "Hello World");
+        assert_eq!(cell(text, 3, 0).2, "县前路");
+        assert_eq!(text.cells.len(), 5);
+    }
+
+    #[test]
+    fn document_information_becomes_meta() {
+        let out = read_ok("form_ruled.pdf");
+        let m = &out.meta;
+        assert_eq!(m["pages"], 1);
+        assert_eq!(m["producer"], "xxdc-intake fixtures");
+        assert_eq!(m["creator"], "Writer");
+        assert_eq!(m["author"], "微软用户");
+        assert_eq!(m["title"], "分管政务信息领导及信息员登记表");
+        assert_eq!(m["created"], "2000-01-01T00:00:00Z");
+        assert_eq!(m["text_layer"], true);
+        assert_eq!(m["images"], 0);
+        assert!(!m.contains_key("image_dpi"));
+    }
+
+    #[test]
+    fn pages_past_the_limit_are_not_read_but_counted() {
+        let bytes = fixture("two_pages.pdf");
+        let all = read(&bytes, &ReadLimits::default()).expect("readable");
+        assert_eq!(all.meta["pages"], 2);
+        assert_eq!(all.grids[0].cells.len(), 2);
+        let limits = ReadLimits {
+            max_pages: 1,
+            ..ReadLimits::default()
+        };
+        let first = read(&bytes, &limits).expect("readable");
+        assert_eq!(first.meta["pages"], 2);
+        assert_eq!(
+            first.grids[0].cells,
+            vec![Cell::new(0, 0, "第一页：单位：永嘉县教育局")]
+        );
+    }
+
+    #[test]
+    fn image_only_pdf_is_scanned() {
+        let out = read_ok("image_only.pdf");
+        assert!(out.scanned);
+        assert!(out.grids.is_empty());
+        assert_eq!(out.meta["text_layer"], false);
+        assert_eq!(out.meta["images"], 1);
+        assert_eq!(out.meta["image_dpi"], 24);
+        assert_eq!(out.meta["pages"], 1);
+    }
+
+    #[test]
+    fn user_password_is_encrypted_owner_password_is_read() {
+        let err = read(&fixture("encrypted.pdf"), &ReadLimits::default());
+        assert_eq!(err, Err(ReadError::Encrypted));
+        let out = read_ok("owner_only.pdf");
+        assert_eq!(
+            out.grids[0].cells[0].text,
+            "Danwei: Yongjia County Education Bureau"
+        );
+    }
+
+    #[test]
+    fn corrupt_input_is_damaged() {
+        for bytes in [
+            fixture("corrupt.pdf"),
+            Vec::new(),
+            b"%PDF-1.4\n".to_vec(),
+            b"hello".to_vec(),
+        ] {
+            let result = read(&bytes, &ReadLimits::default());
+            assert!(matches!(result, Err(ReadError::Damaged(_))), "{result:?}");
+        }
+    }
+
+    #[test]
+    fn pdf_dates_parse_leniently() {
+        assert_eq!(
+            parse_pdf_date("D:20070516091233Z").as_deref(),
+            Some("2007-05-16T09:12:33Z")
+        );
+        assert_eq!(
+            parse_pdf_date("D:20070516171233+08'00'").as_deref(),
+            Some("2007-05-16T17:12:33+08:00")
+        );
+        assert_eq!(
+            parse_pdf_date("D:20070516171233+08'00").as_deref(),
+            Some("2007-05-16T17:12:33+08:00")
+        );
+        assert_eq!(
+            parse_pdf_date("D:200705161712-05'30'").as_deref(),
+            Some("2007-05-16T17:12:00-05:30")
+        );
+        assert_eq!(
+            parse_pdf_date("D:2007").as_deref(),
+            Some("2007-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_pdf_date("20070516").as_deref(),
+            Some("2007-05-16T00:00:00Z")
+        );
+        assert_eq!(parse_pdf_date("D:20071345"), None);
+        assert_eq!(parse_pdf_date("yesterday"), None);
+    }
+
+    #[test]
+    fn mutations_never_panic() {
+        // xorshift64: deterministic, no dependency
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let inputs = [
+            fixture("form_ruled.pdf"),
+            fixture("image_only.pdf"),
+            fixture("text_only.pdf"),
+        ];
+        for round in 0..300 {
+            let mut bytes = inputs[round % inputs.len()].clone();
+            let len = bytes.len() as u64;
+            for _ in 0..(next() % 6 + 1) {
+                let at = (next() % len) as usize;
+                if let Some(b) = bytes.get_mut(at) {
+                    *b = (next() & 0xFF) as u8;
+                }
+            }
+            if next() % 4 == 0 {
+                bytes.truncate((next() % len) as usize);
+            }
+            let result = std::panic::catch_unwind(|| read(&bytes, &ReadLimits::default()));
+            assert!(result.is_ok(), "round {round} escaped as a panic");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Deciding a file's format from its content.
+//!
+//! Magic bytes decide; the file name is only a hint used where content alone
+//! cannot tell (a plain-text file). Units rename files freely (an xlsx saved
+//! as `.xls`, a WPS `.et` that is really BIFF8), so trusting extensions would
+//! send files to the wrong reader. This module owns only the decision; the
+//! readers live in `crate::parse::readers`.
+
+use std::io::Cursor;
+
+use serde::Serialize;
+
+/// A format as reported in the parse contract (`attachments[].format`), plus
+/// the finer distinctions the pipeline needs to pick a reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Format {
+    Xlsx,
+    /// Excel binary workbook (xlsb): read by calamine, reported as `xlsx`.
+    Xlsb,
+    /// BIFF8 workbook, including WPS `.et`.
+    Xls,
+    Ods,
+    Docx,
+    /// Word 97-2003 document, including WPS `.wps`.
+    Doc,
+    /// Rich Text Format, often saved as `.doc`: reported as `doc`.
+    Rtf,
+    /// An OOXML file encrypted with a password (a compound file holding an
+    /// `EncryptedPackage` stream).
+    EncryptedOoxml,
+    Pdf,
+    Image,
+    Zip,
+    /// An RFC 5322 message (`.eml`, or a forwarded message).
+    Message,
+    Text,
+    Other,
+}
+
+impl Format {
+    /// The value of `format` in the parse contract.
+    pub fn contract_name(self) -> &'static str {
+        match self {
+            Format::Xlsx | Format::Xlsb => "xlsx",
+            Format::Xls => "xls",
+            Format::Ods => "ods",
+            Format::Docx => "docx",
+            Format::Doc | Format::Rtf => "doc",
+            Format::EncryptedOoxml => "other",
+            Format::Pdf => "pdf",
+            Format::Image => "image",
+            Format::Zip => "zip",
+            Format::Text => "text",
+            Format::Message | Format::Other => "other",
+        }
+    }
+
+    /// The name used on the command line of the child reader process.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            Format::Xlsx => "xlsx",
+            Format::Xlsb => "xlsb",
+            Format::Xls => "xls",
+            Format::Ods => "ods",
+            Format::Docx => "docx",
+            Format::Doc => "doc",
+            Format::Rtf => "rtf",
+            Format::EncryptedOoxml => "encrypted",
+            Format::Pdf => "pdf",
+            Format::Image => "image",
+            Format::Zip => "zip",
+            Format::Message => "message",
+            Format::Text => "text",
+            Format::Other => "other",
+        }
+    }
+
+    pub fn from_arg(s: &str) -> Option<Self> {
+        [
+            Format::Xlsx,
+            Format::Xlsb,
+            Format::Xls,
+            Format::Ods,
+            Format::Docx,
+            Format::Doc,
+            Format::Rtf,
+            Format::EncryptedOoxml,
+            Format::Pdf,
+            Format::Image,
+            Format::Zip,
+            Format::Message,
+            Format::Text,
+            Format::Other,
+        ]
+        .into_iter()
+        .find(|f| f.as_arg() == s)
+    }
+}
+
+const CFB_MAGIC: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+
+/// Decides the format of `bytes`; `name` (the attachment's file name) is
+/// consulted only when the content is plain text.
+pub fn sniff(bytes: &[u8], name: Option<&str>) -> Format {
+    if bytes.starts_with(CFB_MAGIC) {
+        return sniff_cfb(bytes);
+    }
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        return sniff_zip(bytes);
+    }
+    if find_within(bytes, b"%PDF-", 1024) {
+        return Format::Pdf;
+    }
+    if is_image(bytes) {
+        return Format::Image;
+    }
+    if bytes.starts_with(b"{\\rtf") {
+        return Format::Rtf;
+    }
+    if crate::parse::message::looks_like_message(bytes) {
+        return Format::Message;
+    }
+    if looks_like_text(bytes) {
+        return Format::Text;
+    }
+    let ext = name.and_then(extension).unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "csv" | "htm" | "html" => Format::Text,
+        _ => Format::Other,
+    }
+}
+
+/// TIFF, JPEG, PNG, GIF and BMP signatures.
+pub fn is_image(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"II*\0")
+        || bytes.starts_with(b"MM\0*")
+        || bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+        || bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+        || bytes.starts_with(b"GIF87a")
+        || bytes.starts_with(b"GIF89a")
+        || bytes.starts_with(b"BM")
+}
+
+fn find_within(bytes: &[u8], needle: &[u8], window: usize) -> bool {
+    let end = bytes.len().min(window + needle.len());
+    bytes[..end].windows(needle.len()).any(|w| w == needle)
+}
+
+fn sniff_cfb(bytes: &[u8]) -> Format {
+    let Ok(cfb) = cfb::CompoundFile::open(Cursor::new(bytes)) else {
+        // A damaged compound file: the xls reader gives the clearer error.
+        return Format::Xls;
+    };
+    let has = |name: &str| cfb.is_stream(format!("/{name}"));
+    if has("EncryptedPackage") {
+        Format::EncryptedOoxml
+    } else if has("WordDocument") {
+        Format::Doc
+    } else if has("Workbook") || has("Book") {
+        Format::Xls
+    } else {
+        Format::Other
+    }
+}
+
+fn sniff_zip(bytes: &[u8]) -> Format {
+    let Ok(archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
+        return Format::Zip;
+    };
+    let names: Vec<String> = archive
+        .file_names()
+        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .collect();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    let has_prefix = |p: &str| names.iter().any(|n| n.starts_with(p));
+    if has_prefix("word/") {
+        Format::Docx
+    } else if has("xl/workbook.bin") {
+        Format::Xlsb
+    } else if has_prefix("xl/") {
+        Format::Xlsx
+    } else if has("mimetype") && has("content.xml") {
+        // ODF: spreadsheets and text documents share the container; both
+        // are read by the ODF table reader.
+        Format::Ods
+    } else {
+        Format::Zip
+    }
+}
+
+/// UTF-8 or GB18030 text without binary control bytes.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    if bytes.is_empty() {
+        return false;
+    }
+    let sample = &bytes[..bytes.len().min(4096)];
+    let controls = sample
+        .iter()
+        .filter(|&&b| b < 0x09 || (b > 0x0D && b < 0x20 && b != 0x1B))
+        .count();
+    controls == 0
+}
+
+/// Lower-case extension of a file name, without the dot.
+pub fn extension(name: &str) -> Option<String> {
+    let (_, ext) = name.rsplit_once('.')?;
+    (!ext.is_empty() && ext.len() <= 5).then(|| ext.to_ascii_lowercase())
+}
+
+/// Decodes text of unknown encoding: UTF-8 (with or without BOM) when valid,
+/// otherwise GB18030, the superset of GBK and GB2312 that Chinese Windows
+/// software writes.
+pub fn decode_text(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => encoding_rs::GB18030.decode(bytes).0.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_bytes_decide_not_names() {
+        assert_eq!(sniff(b"%PDF-1.4\n...", Some("x.xls")), Format::Pdf);
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nxxxx", None), Format::Image);
+        assert_eq!(sniff(b"II*\0abcd", Some("fax.dat")), Format::Image);
+        assert_eq!(
+            sniff("单位：桥头镇".as_bytes(), Some("a.bin")),
+            Format::Text
+        );
+        assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.txt")), Format::Text);
+        assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.bin")), Format::Other);
+        assert_eq!(sniff(b"{\\rtf1\\ansi x}", Some("a.doc")), Format::Rtf);
+    }
+
+    #[test]
+    fn gbk_text_is_decoded() {
+        let (gbk, _, _) = encoding_rs::GBK.encode("单位：桥头镇");
+        assert_eq!(decode_text(&gbk), "单位：桥头镇");
+        assert_eq!(decode_text("\u{feff}单位".as_bytes()), "单位");
+    }
+}

@@ -1,0 +1,306 @@
+//! The service: opens the database and the archive, runs every source and
+//! the processing loop until asked to stop, and talks to systemd
+//! (READY/WATCHDOG/STATUS/STOPPING through `sd_notify`; all no-ops without
+//! `NOTIFY_SOCKET`).
+//!
+//! `run(app, opts, shutdown)` takes its shutdown signal as an argument:
+//! `main` passes SIGTERM/SIGINT, tests pass a future they control. On
+//! shutdown the message being processed is finished first.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use sd_notify::NotifyState;
+use tokio::sync::{mpsc, watch};
+
+use crate::campaign::mailer::Mailer;
+use crate::campaign::templates::Templates;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::parse::pipeline::Pipeline;
+use crate::parse::roster::Roster;
+use crate::parse::sandbox::Isolation;
+use crate::service::archive::Archive;
+use crate::service::intake::{Intake, IntakeSettings};
+use crate::service::sources::{self, SourceCtx};
+use crate::store::Store;
+
+/// Everything the service runs on.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub roster: Option<Roster>,
+    pub intake: Arc<Intake>,
+    pub clock: Clock,
+    pub templates: Templates,
+    /// `None` without `[smtp]`: nothing is sent, receipts are not queued.
+    pub mailer: Option<Mailer>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Roster(#[from] crate::parse::roster::RosterError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Intake(#[from] crate::service::intake::IntakeError),
+    #[error(transparent)]
+    Source(#[from] crate::service::sources::SourceError),
+    #[error(transparent)]
+    Templates(#[from] crate::campaign::templates::TemplateError),
+    #[error(transparent)]
+    Mailer(#[from] crate::campaign::mailer::MailerError),
+}
+
+/// How `run` runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// One full pass over every source, then process everything and exit.
+    pub once: bool,
+}
+
+impl App {
+    /// Opens the database (applying migrations), the archive and the roster.
+    pub async fn open(
+        config: Config,
+        isolation: Isolation,
+        clock: Clock,
+    ) -> Result<Self, DaemonError> {
+        let roster = config.roster.as_deref().map(Roster::load).transpose()?;
+        let store = Store::open(&config.database_url).await?;
+        let pipeline = Pipeline::new(
+            roster.clone(),
+            config.required.clone(),
+            isolation,
+            config.limits,
+        );
+        let intake = Intake::new(
+            store,
+            Archive::new(&config.archive_dir),
+            Arc::new(pipeline),
+            IntakeSettings {
+                lease_seconds: i64::try_from(config.claim_lease.as_secs()).unwrap_or(300),
+                ..IntakeSettings::default()
+            },
+        );
+        let templates = Templates::load(&config.mailing.templates_dir)?;
+        let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+        Ok(Self {
+            config,
+            roster,
+            intake: Arc::new(intake),
+            clock,
+            templates,
+            mailer,
+        })
+    }
+
+    fn mailing(&self) -> Option<crate::campaign::Mailing<'_>> {
+        let mailer = self.mailer.as_ref()?;
+        Some(crate::campaign::Mailing {
+            store: self.intake.store(),
+            config: &self.config,
+            roster: self.roster.as_ref(),
+            templates: &self.templates,
+            our_address: mailer.from_address(),
+            domain: mailer.domain.clone(),
+        })
+    }
+
+    /// Processes every pending message; returns the ids processed.
+    async fn process_pending(
+        &self,
+        stop: Option<&mut (dyn Future<Output = ()> + Unpin)>,
+    ) -> Vec<String> {
+        let mut done = Vec::new();
+        let mut stop = stop;
+        loop {
+            match self.intake.step(self.clock.now()).await {
+                Ok(crate::service::intake::Step::Idle) => break,
+                Ok(crate::service::intake::Step::Processed { id }) => done.push(id),
+                Ok(crate::service::intake::Step::Failed { .. }) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "processing failed");
+                    break;
+                }
+            }
+            if let Some(s) = stop.as_mut()
+                && s.now_or_never().is_some()
+            {
+                break;
+            }
+        }
+        done
+    }
+
+    /// Receipts and bounce handling for newly processed messages, the
+    /// reminders and the overdue list that are due, then paced sending of
+    /// whatever is queued. Mail problems are logged, never fatal.
+    pub async fn mail_tick(&self, processed: &[String]) {
+        let Some(m) = self.mailing() else { return };
+        let now = self.clock.now();
+        for id in processed {
+            let raw = match crate::campaign::raw_of(m.store, self.intake.archive(), id).await {
+                Ok(Some(raw)) => raw,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(message = %id, error = %e, "cannot read message for its receipt");
+                    continue;
+                }
+            };
+            if let Err(e) = crate::campaign::after_processing(&m, id, &raw, now).await {
+                tracing::warn!(message = %id, error = %e, "receipt or bounce handling failed");
+            }
+        }
+        if let Some(c) = &self.config.campaign {
+            if self.config.mailing.reminders_enabled
+                && let Err(e) = crate::campaign::queue_reminders(&m, now, None).await
+            {
+                tracing::warn!(error = %e, "cannot plan reminders");
+            }
+            if now > c.deadline.timestamp()
+                && !self.config.mailing.office.is_empty()
+                && let Err(e) =
+                    crate::campaign::queue_overdue_report(&m, now, "report:deadline").await
+            {
+                tracing::warn!(error = %e, "cannot queue the overdue list");
+            }
+        }
+        let (Some(mailer), Some(smtp)) = (&self.mailer, &self.config.smtp) else {
+            return;
+        };
+        loop {
+            let now = self.clock.now();
+            let day = crate::campaign::day_start(&self.config, now);
+            match crate::campaign::send_step(self.intake.store(), mailer, smtp.pacing, now, day)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sending failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the service until `shutdown` completes (or one pass with `once`).
+pub async fn run(
+    app: Arc<App>,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let ctx = SourceCtx {
+        intake: Arc::clone(&app.intake),
+        clock: app.clock.clone(),
+        ready: ready_tx,
+        shutdown: stop_rx.clone(),
+        stall_after: app.config.stall_after,
+    };
+    // Messages a killed predecessor was processing are taken again now.
+    match app.intake.release_dead_claims(app.clock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(messages = n, "took back messages of a stopped process"),
+        Err(e) => tracing::warn!(error = %e, "cannot check for claims of stopped processes"),
+    }
+    if opts.once {
+        for source in &app.config.sources {
+            match sources::poll_once(source, &ctx).await {
+                Ok(n) => tracing::info!(source = %source.name, messages = n, "source polled"),
+                Err(e) => tracing::error!(source = %source.name, error = %e, "source poll failed"),
+            }
+        }
+        let processed = app.process_pending(None).await;
+        app.mail_tick(&processed).await;
+        tracing::info!(processed = processed.len(), "pass finished");
+        return Ok(());
+    }
+
+    let mut tasks = Vec::new();
+    for source in app.config.sources.clone() {
+        tasks.push(tokio::spawn(sources::run(source, ctx.clone())));
+    }
+    // READY=1 once every source has polled successfully, from a task of
+    // its own: a backlog being processed must not hold READY back (systemd
+    // would kill a start that takes longer than TimeoutStartSec).
+    let expected = app.config.sources.len();
+    let readiness = tokio::spawn(async move {
+        let mut ready_sources = std::collections::HashSet::new();
+        while ready_sources.len() < expected {
+            match ready_rx.recv().await {
+                Some(name) => {
+                    ready_sources.insert(name);
+                }
+                None => return,
+            }
+        }
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("已连接所有邮件来源，正在收取"),
+        ]);
+        tracing::info!("ready");
+    });
+    // The watchdog is fed from a task of its own: processing one message
+    // may take minutes (a child timeout per attachment) and must not look
+    // like a hang. A wedged runtime still stops the pings.
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                notify(&[NotifyState::Watchdog]);
+            }
+        })
+    });
+    let mut poll_tick = tokio::time::interval(Duration::from_secs(5));
+    // Looked at in several places: once complete it stays complete (an
+    // `async fn` must not be polled again after it finished).
+    let shutdown = futures::future::maybe_done(shutdown);
+    tokio::pin!(shutdown);
+    'service: loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = app.intake.arrived.notified() => {}
+            _ = poll_tick.tick() => {}
+        }
+        // Process one message at a time; a stop request is looked at
+        // between messages, so it waits for at most the current one.
+        let processed = app.process_pending(Some(&mut shutdown)).await;
+        if (&mut shutdown).now_or_never().is_some() {
+            break 'service;
+        }
+        app.mail_tick(&processed).await;
+        if let Ok(counts) = app.intake.store().count_by_state().await {
+            let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            notify(&[NotifyState::Status(&format!(
+                "邮件：{}",
+                summary.join("，")
+            ))]);
+        }
+    }
+    readiness.abort();
+    notify(&[NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    // No-op without NOTIFY_SOCKET; a failure to notify must not stop us.
+    let _ = sd_notify::notify(states);
+}
