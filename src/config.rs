@@ -1,5 +1,5 @@
-//! The configuration file (`shared/contract/config.md`): read once,
-//! checked once.
+//! The configuration file (every key is described for users in
+//! `docs/config.md`): read once, checked once.
 //!
 //! [`RawConfig`] is what serde reads (unknown keys are errors: a typo must
 //! not silently turn a feature off); [`Config`] is the checked form the rest
@@ -340,7 +340,25 @@ pub struct Config {
     pub mailing: Mailing,
 }
 
+/// The campaign's time zone when none is configured.
+pub const DEFAULT_TIMEZONE: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
+/// The campaign name used in the outbox when no `[campaign]` is configured.
+const DEFAULT_CAMPAIGN: &str = "default";
+
 impl Config {
+    /// The campaign's time zone (Asia/Shanghai without a `[campaign]`).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.campaign
+            .as_ref()
+            .map_or(DEFAULT_TIMEZONE, |c| c.timezone)
+    }
+
+    /// The campaign's name, which keys its mail in the outbox.
+    pub fn campaign_name(&self) -> &str {
+        self.campaign.as_ref().map_or(DEFAULT_CAMPAIGN, |c| &c.name)
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -432,28 +450,20 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
         check_limits(&raw.limits)?;
-        let stall_after = match raw.service.stall_after.as_deref() {
-            None => Duration::from_secs(30 * 60),
-            Some(s) => parse_duration(s)
-                .filter(|d| d.as_secs() >= 60)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "service.stall_after",
-                        format!("应为“30m”这样的时长且不少于 1 分钟，而不是“{s}”"),
-                    )
-                })?,
-        };
-        let claim_lease = match raw.service.claim_lease.as_deref() {
-            None => Duration::from_secs(300),
-            Some(s) => parse_duration(s)
-                .filter(|d| d.as_secs() >= 2)
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "service.claim_lease",
-                        format!("应为“5m”这样的时长且不少于 2 秒，而不是“{s}”"),
-                    )
-                })?,
-        };
+        let stall_after = duration_at_least(
+            "service.stall_after",
+            raw.service.stall_after.as_deref(),
+            Duration::from_secs(30 * 60),
+            60,
+            "应为“30m”这样的时长且不少于 1 分钟",
+        )?;
+        let claim_lease = duration_at_least(
+            "service.claim_lease",
+            raw.service.claim_lease.as_deref(),
+            Duration::from_secs(300),
+            2,
+            "应为“5m”这样的时长且不少于 2 秒",
+        )?;
         Ok(Self {
             path: None,
             database_url,
@@ -692,6 +702,23 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
+/// A duration key: its default when absent, else a duration of at least
+/// `min_seconds`; `expected` says what was expected, in Chinese.
+fn duration_at_least(
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+    min_seconds: u64,
+    expected: &str,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v)
+            .filter(|d| d.as_secs() >= min_seconds)
+            .ok_or_else(|| ConfigError::new(key, format!("{expected}，而不是“{v}”"))),
+    }
+}
+
 fn check_source(
     i: usize,
     s: RawSource,
@@ -723,17 +750,13 @@ fn check_source(
                     "必须填写 password_file 或 password_env（163 邮箱请使用授权码）",
                 )
             })?;
-            let poll_interval = match s.poll_interval.as_deref() {
-                None => Duration::from_secs(60),
-                Some(p) => parse_duration(p)
-                    .filter(|d| d.as_secs() >= 5)
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            key("poll_interval"),
-                            format!("应为“60s”“5m”这样的时长且不少于 5 秒，而不是“{p}”"),
-                        )
-                    })?,
-            };
+            let poll_interval = duration_at_least(
+                &key("poll_interval"),
+                s.poll_interval.as_deref(),
+                Duration::from_secs(60),
+                5,
+                "应为“60s”“5m”这样的时长且不少于 5 秒",
+            )?;
             let since = s
                 .since
                 .as_deref()
@@ -766,17 +789,13 @@ fn check_source(
                     ));
                 }
             };
-            let timeout = match s.timeout.as_deref() {
-                None => Duration::from_secs(60),
-                Some(t) => parse_duration(t)
-                    .filter(|d| d.as_secs() >= 1)
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            key("timeout"),
-                            format!("应为“60s”这样的时长，而不是“{t}”"),
-                        )
-                    })?,
-            };
+            let timeout = duration_at_least(
+                &key("timeout"),
+                s.timeout.as_deref(),
+                Duration::from_secs(60),
+                1,
+                "应为“60s”这样的时长",
+            )?;
             SourceKind::Imap(Box::new(ImapSettings {
                 host,
                 port,
@@ -798,17 +817,13 @@ fn check_source(
                 .path
                 .as_deref()
                 .ok_or_else(|| ConfigError::new(key("path"), "directory 来源必须填写文件夹路径"))?;
-            let poll_interval = match s.poll_interval.as_deref() {
-                None => Duration::from_secs(10),
-                Some(p) => parse_duration(p)
-                    .filter(|d| d.as_secs() >= 1)
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            key("poll_interval"),
-                            format!("应为“10s”这样的时长且不少于 1 秒，而不是“{p}”"),
-                        )
-                    })?,
-            };
+            let poll_interval = duration_at_least(
+                &key("poll_interval"),
+                s.poll_interval.as_deref(),
+                Duration::from_secs(10),
+                1,
+                "应为“10s”这样的时长且不少于 1 秒",
+            )?;
             SourceKind::Directory {
                 path: resolve(path),
                 poll_interval,

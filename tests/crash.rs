@@ -25,7 +25,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
 use xxdc_intake::clock::Clock;
-use xxdc_intake::store::{MailboxKey, Store};
+use xxdc_intake::store::{MailboxKey, MessageState, Store};
 
 use db::{Backend, TestDb, content_id, scalar, start, units};
 
@@ -80,12 +80,12 @@ fn files_in(dir: &Path) -> usize {
     })
 }
 
-async fn registrations_by_message(store: &Store) -> HashMap<String, i64> {
+async fn registrations_by_message(db: &TestDb) -> HashMap<String, i64> {
     sqlx::query(
         "SELECT m.id, CAST(COUNT(r.idx) AS BIGINT) FROM message m
          LEFT JOIN registration r ON r.message = m.id GROUP BY m.id",
     )
-    .fetch_all(store.pool())
+    .fetch_all(&db::inspect(&db.url).await)
     .await
     .expect("registrations")
     .iter()
@@ -137,7 +137,7 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing(backend: Backend) {
             files_in(&spool.join(".done")),
             store.count_by_state().await.unwrap()
         );
-        store.pool().close().await;
+        store.close().await;
     }
     if backend == Backend::Postgres {
         // Let the killed process's claim run out (2 s lease, whole seconds).
@@ -148,15 +148,15 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing(backend: Backend) {
     assert!(status.success(), "run --once: {status}\n{}", log_text());
 
     let store = Store::open(&db.url).await.expect("open");
-    let states: Vec<(String, i64)> = store.count_by_state().await.unwrap();
+    let states = store.count_by_state().await.unwrap();
     assert_eq!(
         states,
-        vec![("done".to_string(), MESSAGES as i64)],
+        vec![(MessageState::Done, MESSAGES as i64)],
         "every message recorded once and done\n{}",
         log_text()
     );
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM mailbox_entry").await,
         MESSAGES as i64
     );
     assert_eq!(files_in(&spool), 0, "nothing left in the folder");
@@ -166,11 +166,11 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing(backend: Backend) {
         "nothing left half-taken"
     );
     assert_eq!(files_in(&spool.join(".done")), MESSAGES);
-    let stored = registrations_by_message(&store).await;
+    let stored = registrations_by_message(&db).await;
     assert_eq!(stored, expected, "each message's registrations, once");
     let total: i64 = expected.values().sum();
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM registration").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM registration").await,
         total
     );
 }
@@ -233,13 +233,14 @@ async fn crashing_reader_fails_one_attachment_only(backend: Backend) {
     }
     let processed = intake.drain(|| clock.now()).await.expect("drain");
     assert_eq!(processed, 4);
-    let store = intake.store();
+    let sql = db::inspect(&db.url).await;
+    let sql = &sql;
     let outcome = |id: &str| {
         let id = id.to_string();
         async move {
             sqlx::query("SELECT outcome, detail FROM attachment WHERE message = $1 ORDER BY idx")
                 .bind(id)
-                .fetch_all(store.pool())
+                .fetch_all(sql)
                 .await
                 .unwrap()
                 .iter()
@@ -258,7 +259,7 @@ async fn crashing_reader_fails_one_attachment_only(backend: Backend) {
     for id in &ids {
         let row = sqlx::query("SELECT state, needs_review FROM message WHERE id = $1")
             .bind(id)
-            .fetch_one(store.pool())
+            .fetch_one(sql)
             .await
             .unwrap();
         assert_eq!(row.get::<String, _>(0), "done");
@@ -268,7 +269,7 @@ async fn crashing_reader_fails_one_attachment_only(backend: Backend) {
             "SELECT COUNT(*) FROM registration WHERE message = $1 AND unit_id IS NOT NULL",
         )
         .bind(id)
-        .fetch_one(store.pool())
+        .fetch_one(sql)
         .await
         .unwrap()
         .get::<i64, _>(0);
@@ -322,10 +323,12 @@ async fn two_instances_never_both_take_a_message() {
     }
     let logs = [db.path("a.log"), db.path("b.log")];
     let mut children: Vec<Child> = logs.iter().map(|l| start(&config, l, false)).collect();
-    let store = Store::open(&db.url).await.expect("open");
+    // The schema, so that progress can be looked at before either instance
+    // made it.
+    Store::open(&db.url).await.expect("open");
     let mut finished = false;
     for _ in 0..600 {
-        let done = scalar(&store, "SELECT COUNT(*) FROM message WHERE state = 'done'").await;
+        let done = scalar(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await;
         if done == MESSAGES as i64 && files_in(&spool) == 0 {
             finished = true;
             break;
@@ -352,19 +355,19 @@ async fn two_instances_never_both_take_a_message() {
     }
     assert!(finished, "not all messages processed\n{}", log_text());
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM message WHERE attempts = 1").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM message WHERE attempts = 1").await,
         MESSAGES as i64,
         "every message taken exactly once"
     );
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM mailbox_entry").await,
         MESSAGES as i64
     );
-    assert_eq!(registrations_by_message(&store).await, expected);
+    assert_eq!(registrations_by_message(&db).await, expected);
     assert_eq!(files_in(&spool.join(".taking")), 0);
     assert_eq!(files_in(&spool.join(".done")), MESSAGES);
     let workers = scalar(
-        &store,
+        &db.url,
         "SELECT COUNT(DISTINCT claimed_by) FROM message WHERE claimed_by IS NOT NULL",
     )
     .await;

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use sqlx::Row;
-use xxdc_intake::store::Store;
+use xxdc_intake::store::{MessageState, Store};
 
 use db::{ROSTER, content_id, scalar as count, start, units};
 use support::Dovecot;
@@ -208,9 +208,9 @@ async fn progress(db_file: &Path) -> Option<(i64, Vec<(String, i64)>)> {
 }
 
 /// Per message: (state, attempts).
-async fn message_states(store: &Store) -> BTreeMap<String, (String, i64)> {
+async fn message_states(sql: &sqlx::AnyPool) -> BTreeMap<String, (String, i64)> {
     sqlx::query("SELECT id, state, CAST(attempts AS BIGINT) FROM message")
-        .fetch_all(store.pool())
+        .fetch_all(sql)
         .await
         .expect("messages")
         .iter()
@@ -224,9 +224,9 @@ async fn message_states(store: &Store) -> BTreeMap<String, (String, i64)> {
 }
 
 /// Per message: its stored registrations (their JSON, in order).
-async fn stored_registrations(store: &Store) -> HashMap<String, Vec<serde_json::Value>> {
+async fn stored_registrations(sql: &sqlx::AnyPool) -> HashMap<String, Vec<serde_json::Value>> {
     let mut out: HashMap<String, Vec<serde_json::Value>> = sqlx::query("SELECT id FROM message")
-        .fetch_all(store.pool())
+        .fetch_all(sql)
         .await
         .expect("messages")
         .iter()
@@ -234,7 +234,7 @@ async fn stored_registrations(store: &Store) -> HashMap<String, Vec<serde_json::
         .collect();
     let rows =
         sqlx::query("SELECT message, unit_id, fields FROM registration ORDER BY message, idx")
-            .fetch_all(store.pool())
+            .fetch_all(sql)
             .await
             .expect("registrations");
     for r in rows {
@@ -330,9 +330,9 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
             "run --once: {status}\n{}",
             tail(&once_log)
         );
-        let store = Store::open(&url).await.expect("open");
-        let states = message_states(&store).await;
-        store.pool().close().await;
+        let sql = db::inspect(&url).await;
+        let states = message_states(&sql).await;
+        sql.close().await;
         if pass == 0 {
             if states.values().all(|(state, _)| state == "done") && states.len() == MESSAGES {
                 before_second = Some(states);
@@ -354,16 +354,18 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     );
 
     let store = Store::open(&url).await.expect("open");
-    let states: Vec<(String, i64)> = store.count_by_state().await.unwrap();
+    let states = store.count_by_state().await.unwrap();
     assert_eq!(
         states,
-        vec![("done".to_string(), MESSAGES as i64)],
+        vec![(MessageState::Done, MESSAGES as i64)],
         "every message recorded once and done\n{}\n----\n{}",
         tail(&log),
         tail(&once_log)
     );
+    store.close().await;
+    let sql = db::inspect(&url).await;
     let attempts: BTreeMap<i64, usize> =
-        message_states(&store)
+        message_states(&sql)
             .await
             .values()
             .fold(BTreeMap::new(), |mut acc, (_, a)| {
@@ -381,14 +383,14 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     )
     .bind(SOURCE)
     .bind(uidvalidity)
-    .fetch_all(store.pool())
+    .fetch_all(&sql)
     .await
     .expect("ledger")
     .iter()
     .map(|r| (r.get::<i64, _>(0), r.get::<String, _>(1)))
     .collect();
     assert_eq!(
-        count(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        count(&url, "SELECT COUNT(*) FROM mailbox_entry").await,
         MESSAGES as i64,
         "exactly one ledger entry per message"
     );
@@ -396,7 +398,7 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
 
     // Every archived raw message is whole: its bytes hash to its id.
     let archived = sqlx::query("SELECT id, archive_path FROM message")
-        .fetch_all(store.pool())
+        .fetch_all(&sql)
         .await
         .expect("archive paths");
     for r in &archived {
@@ -406,7 +408,7 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     }
 
     // Each message's registrations are what `parse` finds in it, once.
-    let stored = stored_registrations(&store).await;
+    let stored = stored_registrations(&sql).await;
     assert_eq!(stored.len(), MESSAGES);
     for (id, regs) in &expected {
         assert_eq!(
@@ -417,23 +419,23 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing() {
     }
     let total: usize = expected.values().map(Vec::len).sum();
     assert_eq!(
-        count(&store, "SELECT COUNT(*) FROM registration").await,
+        count(&url, "SELECT COUNT(*) FROM registration").await,
         total as i64
     );
     assert!(
-        count(&store, "SELECT COUNT(*) FROM attachment").await >= 10,
+        count(&url, "SELECT COUNT(*) FROM attachment").await >= 10,
         "attachments were read"
     );
     assert_eq!(
         count(
-            &store,
+            &url,
             "SELECT COUNT(*) FROM message WHERE claimed_by IS NOT NULL"
         )
         .await,
         0,
         "no claim left behind"
     );
-    store.pool().close().await;
+    sql.close().await;
 
     // Nothing was deleted, moved or marked read on the server.
     let flags = client.flags("INBOX").await;

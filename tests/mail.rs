@@ -45,6 +45,7 @@ use std::time::Duration;
 use chrono::TimeZone;
 use mail_parser::MimeHeaders;
 use sqlx::Row;
+use xxdc_intake::campaign::templates::MailKind;
 use xxdc_intake::clock::Clock;
 use xxdc_intake::config::{Config, RawConfig};
 use xxdc_intake::parse::sandbox::Isolation;
@@ -197,7 +198,7 @@ impl World {
             "SELECT unit_key, slot, state, attempts, message_id FROM outbox
              WHERE state <> 'missed' ORDER BY created_at, id",
         )
-        .fetch_all(self.app.intake.store().pool())
+        .fetch_all(&db::inspect(&self.db.url).await)
         .await
         .expect("outbox rows")
         .iter()
@@ -448,7 +449,7 @@ async fn implicit_tls_and_starttls_with_auth_deliver() {
         campaign: CAMPAIGN.into(),
         unit_key: "qiaotou".into(),
         slot: id.into(),
-        kind: "reminder".into(),
+        kind: MailKind::Reminder,
         to: "qtz@yj.gov.cn".into(),
         subject: "提醒：请桥头镇人民政府报送登记表".into(),
         body: "桥头镇人民政府：\n请报送。\n".into(),
@@ -629,7 +630,7 @@ async fn crash_between_send_and_mark_resends_the_same_message(backend: Backend) 
         campaign: mail.campaign.clone(),
         unit_key: mail.unit_key.clone(),
         slot: mail.slot.clone(),
-        kind: mail.kind.clone(),
+        kind: mail.kind,
         to: mail.to.clone(),
         subject: "另一封".into(),
         body: String::new(),
@@ -1090,10 +1091,9 @@ async fn kill_9_mid_batch_sends_no_second_mail() {
     }
     // At most the one mail in flight at the kill came twice (same id).
     assert!(got.len() <= UNITS + 1, "{} arrivals", got.len());
-    let store = xxdc_intake::store::Store::open(&db.url).await.expect("db");
     let states: BTreeMap<String, i64> =
         sqlx::query("SELECT state, COUNT(*) FROM outbox GROUP BY state")
-            .fetch_all(store.pool())
+            .fetch_all(&db::inspect(&db.url).await)
             .await
             .expect("states")
             .iter()

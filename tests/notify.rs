@@ -19,7 +19,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use db::{Backend, TestDb, scalar};
-use xxdc_intake::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_xxdc-intake");
 
@@ -73,14 +72,12 @@ async fn ready_watchdog_status_and_stopping() {
     }
     // By READY the database is migrated and the first poll has recorded the
     // file that was waiting.
-    let store = Store::open(&db.url).await.expect("open");
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM mailbox_entry").await,
         1
     );
     assert_eq!(
-        scalar(
-            &store,
+        scalar(&db.url,
             "SELECT COUNT(*) FROM source_state WHERE name = 'fax-spool' AND last_poll_ok IS NOT NULL"
         )
         .await,
@@ -124,7 +121,7 @@ async fn ready_watchdog_status_and_stopping() {
     );
     // The message that was waiting was processed before the stop.
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM message WHERE state = 'done'").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await,
         1
     );
 }
@@ -189,7 +186,7 @@ async fn sigterm_during_a_backlog_finishes_the_current_message() {
                 .await
                 .expect("accept");
         }
-        app.intake.store().pool().close().await;
+        app.intake.store().close().await;
     }
     let path = db.path("notify.sock");
     let sock = UnixDatagram::bind(&path).expect("bind notify socket");
@@ -220,20 +217,19 @@ async fn sigterm_during_a_backlog_finishes_the_current_message() {
         "exit after SIGTERM; stderr:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let store = Store::open(&db.url).await.expect("open");
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM message").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM message").await,
         MESSAGES as i64
     );
     assert_eq!(
         scalar(
-            &store,
+            &db.url,
             "SELECT COUNT(*) FROM message WHERE state = 'processing'"
         )
         .await,
         0,
         "the message being processed was finished"
     );
-    let done = scalar(&store, "SELECT COUNT(*) FROM message WHERE state = 'done'").await;
+    let done = scalar(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await;
     eprintln!("{done} of {MESSAGES} processed before the stop");
 }

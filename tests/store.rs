@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use xxdc_intake::clock::Clock;
+use xxdc_intake::parse::message::MessageKind;
 use xxdc_intake::parse::pipeline::{DEFAULT_REQUIRED, Limits, Pipeline};
 use xxdc_intake::parse::sandbox::{ChildLimits, Isolation};
 use xxdc_intake::service::archive::Archive;
@@ -67,7 +68,7 @@ fn new_message(id: &str, received_at: i64) -> NewMessage<'_> {
 
 fn processed(registrations: usize, problems: usize, attachments: usize) -> Processed {
     Processed {
-        kind: "submission".into(),
+        kind: MessageKind::Submission,
         report: "{}".into(),
         registrations: (0..registrations)
             .map(|i| RegistrationRow {
@@ -101,11 +102,11 @@ fn processed(registrations: usize, problems: usize, attachments: usize) -> Proce
     }
 }
 
-async fn state_of(store: &Store, id: &str) -> (String, i64) {
+async fn state_of(db: &TestDb, id: &str) -> (String, i64) {
     use sqlx::Row;
     let row = sqlx::query("SELECT state, attempts FROM message WHERE id = $1")
         .bind(id)
-        .fetch_one(store.pool())
+        .fetch_one(&db::inspect(&db.url).await)
         .await
         .expect("message row");
     (row.get(0), i64::from(row.get::<i32, _>(1)))
@@ -138,9 +139,9 @@ async fn recording_is_idempotent(backend: Backend) {
         store.known_uids("xxdc-163", "INBOX", 7).await.unwrap(),
         vec![1, 2]
     );
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM message").await, 1);
+    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM message").await, 1);
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM mailbox_entry").await,
         2
     );
     assert_eq!(
@@ -178,9 +179,9 @@ async fn a_batch_is_recorded_once_per_message_and_entry(backend: Backend) {
     // recorded before.
     assert_eq!(recorded.new_messages, 239);
     assert_eq!(recorded.new_entries, 249);
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM message").await, 240);
+    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM message").await, 240);
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM mailbox_entry").await,
         250
     );
     let again = store.record_batch(&items, T0 + 2).await.expect("again");
@@ -222,7 +223,7 @@ async fn concurrent_claims_never_share_a_message(backend: Backend) {
     assert!(busy >= 1);
     assert_eq!(
         scalar(
-            &store,
+            &db.url,
             "SELECT COUNT(*) FROM message WHERE state = 'processing' AND attempts = 1"
         )
         .await,
@@ -259,14 +260,17 @@ async fn expired_claim_passes_on_and_late_finish_is_refused(backend: Backend) {
             .unwrap()
     );
     a.fail("m1", "a", "late", None).await.unwrap();
-    assert_eq!(state_of(&a, "m1").await, ("processing".into(), 2));
+    assert_eq!(state_of(&db, "m1").await, ("processing".into(), 2));
     assert!(
         b.finish("m1", "b", T0 + 123, &processed(1, 0, 0))
             .await
             .unwrap()
     );
-    assert_eq!(state_of(&a, "m1").await, ("done".into(), 2));
-    assert_eq!(scalar(&a, "SELECT COUNT(*) FROM registration").await, 1);
+    assert_eq!(state_of(&db, "m1").await, ("done".into(), 2));
+    assert_eq!(
+        scalar(&db.url, "SELECT COUNT(*) FROM registration").await,
+        1
+    );
     // Done is done: nobody claims it again.
     assert!(
         a.claim_next("a", T0 + 10_000, 60, 5)
@@ -353,7 +357,7 @@ async fn transient_failures_back_off_permanent_ones_fail(backend: Backend) {
     // Attempt 2 failed: after 10 s × 2².
     assert_eq!(intake.step(T0 + 20 + 39).await.unwrap(), Step::Idle);
     let store = intake.store();
-    assert_eq!(state_of(store, &accepted.id).await, ("retry".into(), 2));
+    assert_eq!(state_of(&db, &accepted.id).await, ("retry".into(), 2));
     // Attempt 3 is the last: failed for good, with its reason.
     let step = intake.step(T0 + 60).await.unwrap();
     assert!(
@@ -366,7 +370,7 @@ async fn transient_failures_back_off_permanent_ones_fail(backend: Backend) {
         ),
         "{step:?}"
     );
-    assert_eq!(state_of(store, &accepted.id).await, ("failed".into(), 3));
+    assert_eq!(state_of(&db, &accepted.id).await, ("failed".into(), 3));
     assert_eq!(intake.step(T0 + 100_000).await.unwrap(), Step::Idle);
 
     // `reprocess` takes it again; with its archive back, it is processed.
@@ -378,8 +382,11 @@ async fn transient_failures_back_off_permanent_ones_fail(backend: Backend) {
             id: accepted.id.clone()
         }
     );
-    assert_eq!(state_of(store, &accepted.id).await, ("done".into(), 1));
-    assert_eq!(scalar(store, "SELECT COUNT(*) FROM registration").await, 1);
+    assert_eq!(state_of(&db, &accepted.id).await, ("done".into(), 1));
+    assert_eq!(
+        scalar(&db.url, "SELECT COUNT(*) FROM registration").await,
+        1
+    );
 
     // A permanent failure recorded by a worker is failed at once.
     store.record_message(&new_message("m2", T0)).await.unwrap();
@@ -390,7 +397,7 @@ async fn transient_failures_back_off_permanent_ones_fail(backend: Backend) {
         .expect("claim");
     assert_eq!(claimed.id, "m2");
     store.fail("m2", "w", "程序出错", None).await.unwrap();
-    assert_eq!(state_of(store, "m2").await, ("failed".into(), 1));
+    assert_eq!(state_of(&db, "m2").await, ("failed".into(), 1));
     assert!(
         store
             .claim_next("w", T0 + 100_000, 300, 3)
@@ -415,22 +422,22 @@ async fn finish_replaces_results_on_reprocess(backend: Backend) {
             .await
             .unwrap()
     );
-    let counts = |store: Store| async move {
+    let counts = || async {
         [
             scalar(
-                &store,
+                &db.url,
                 "SELECT COUNT(*) FROM registration WHERE message = 'm1'",
             )
             .await,
-            scalar(&store, "SELECT COUNT(*) FROM problem WHERE message = 'm1'").await,
+            scalar(&db.url, "SELECT COUNT(*) FROM problem WHERE message = 'm1'").await,
             scalar(
-                &store,
+                &db.url,
                 "SELECT COUNT(*) FROM attachment WHERE message = 'm1'",
             )
             .await,
         ]
     };
-    assert_eq!(counts(store.clone()).await, [2, 3, 2]);
+    assert_eq!(counts().await, [2, 3, 2]);
     assert_eq!(store.requeue_all().await.unwrap(), 1);
     let again = store
         .claim_next("w2", T0 + 1, 60, 5)
@@ -444,8 +451,8 @@ async fn finish_replaces_results_on_reprocess(backend: Backend) {
             .await
             .unwrap()
     );
-    assert_eq!(counts(store.clone()).await, [1, 0, 1]);
-    assert_eq!(state_of(&store, "m1").await, ("done".into(), 1));
+    assert_eq!(counts().await, [1, 0, 1]);
+    assert_eq!(state_of(&db, "m1").await, ("done".into(), 1));
 }
 
 async fn polling_lease_is_exclusive(backend: Backend) {
@@ -478,9 +485,8 @@ async fn polling_lease_is_exclusive(backend: Backend) {
 
     // The holder's connection dies (a killed process, a network cut): its
     // lease is no longer alive and the other instance takes over.
-    let killer = Store::open(&db.url).await.expect("open");
     let killed = scalar(
-        &killer,
+        &db.url,
         "SELECT CAST(COUNT(pg_terminate_backend(pid)) AS BIGINT) FROM pg_locks
          WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
@@ -495,7 +501,7 @@ async fn polling_lease_is_exclusive(backend: Backend) {
     let lease_c = wait_for_lease(&c, "xxdc-163").await;
     assert!(a.try_lease("xxdc-163").await.unwrap().is_none());
     drop(lease_c);
-    c.pool().close().await;
+    c.close().await;
     let _ = wait_for_lease(&a, "xxdc-163").await;
 }
 
@@ -534,10 +540,10 @@ async fn migrations_are_idempotent(backend: Backend) {
         );
     }
     assert_eq!(
-        scalar(&again, "SELECT COUNT(*) FROM _sqlx_migrations").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM _sqlx_migrations").await,
         migrations
     );
-    assert_eq!(scalar(&again, "SELECT COUNT(*) FROM message").await, 1);
+    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM message").await, 1);
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -599,7 +605,6 @@ async fn directory_source_end_to_end(backend: Backend) {
     let spool = db.path("spool");
     let clock = Clock::fixed(T0);
     let app = db::open_app(&config_path, clock.clone()).await;
-    let store = app.intake.store().clone();
 
     db::drop_file(&spool, "岩头镇.eml", &golden("f13_body_plain.eml"));
     db::drop_file(&spool, "qiaotou.eml", &golden("f01_xlsx_template.eml"));
@@ -615,24 +620,27 @@ async fn directory_source_end_to_end(backend: Backend) {
         done.iter()
             .all(|n| n.ends_with(".eml") && n.len() == 64 + 4)
     );
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM message").await, 4);
+    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM message").await, 4);
     assert_eq!(
         scalar(
-            &store,
+            &db.url,
             "SELECT COUNT(*) FROM message WHERE state = 'done' AND attempts = 1"
         )
         .await,
         4
     );
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM mailbox_entry").await,
         4
     );
     // f13 (body) + f01 (xlsx) + p04 (unknown unit, stored uncredited).
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM registration").await, 3);
+    assert_eq!(
+        scalar(&db.url, "SELECT COUNT(*) FROM registration").await,
+        3
+    );
     assert_eq!(
         scalar(
-            &store,
+            &db.url,
             "SELECT COUNT(*) FROM registration WHERE unit_id IS NOT NULL"
         )
         .await,
@@ -641,7 +649,7 @@ async fn directory_source_end_to_end(backend: Backend) {
     // The truncated xls: its attachment's outcome is `error`.
     assert_eq!(
         scalar(
-            &store,
+            &db.url,
             "SELECT COUNT(*) FROM attachment WHERE outcome = 'error'"
         )
         .await,
@@ -649,7 +657,7 @@ async fn directory_source_end_to_end(backend: Backend) {
     );
     assert_eq!(
         scalar(
-            &store,
+            &db.url,
             "SELECT COUNT(*) FROM message WHERE original_name = '岩头镇.eml'"
         )
         .await,
@@ -661,8 +669,8 @@ async fn directory_source_end_to_end(backend: Backend) {
     clock.advance(600);
     db::drop_file(&spool, "岩头镇-again.eml", &golden("f13_body_plain.eml"));
     pass(&app).await;
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM message").await, 4);
-    assert!(scalar(&store, "SELECT COUNT(*) FROM mailbox_entry").await <= 5);
+    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM message").await, 4);
+    assert!(scalar(&db.url, "SELECT COUNT(*) FROM mailbox_entry").await <= 5);
     assert!(files_in(&spool).is_empty());
 
     // A correction from 岩头镇 an hour later becomes the receipt.
@@ -676,10 +684,10 @@ async fn directory_source_end_to_end(backend: Backend) {
     );
     db::drop_file(&spool, "更正.eml", &corrected);
     pass(&app).await;
-    assert_eq!(scalar(&store, "SELECT COUNT(*) FROM message").await, 5);
+    assert_eq!(scalar(&db.url, "SELECT COUNT(*) FROM message").await, 5);
     assert_eq!(
         scalar(
-            &store,
+            &db.url,
             "SELECT COUNT(*) FROM registration WHERE unit_id = 'yantou'"
         )
         .await,
@@ -874,14 +882,13 @@ async fn leftover_in_taking_is_not_replaced(backend: Backend) {
     db::drop_file(&spool.join(".taking"), "scan.eml", &first);
     db::drop_file(&spool, "scan.eml", &second);
     pass(&app).await;
-    let store = app.intake.store();
     assert_eq!(
-        scalar(store, "SELECT COUNT(*) FROM message WHERE state = 'done'").await,
+        scalar(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await,
         2
     );
     assert_eq!(
         scalar(
-            store,
+            &db.url,
             "SELECT COUNT(*) FROM registration WHERE unit_id IS NOT NULL"
         )
         .await,

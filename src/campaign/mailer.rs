@@ -19,6 +19,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls as SmtpTls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::campaign::templates::MailKind;
 use crate::config::{Smtp, SmtpTransport, Tls};
 use crate::store::outbox::Mail;
 
@@ -135,7 +136,7 @@ struct OutboxId(String);
 
 impl Header for OutboxId {
     fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("X-Xxdc-Outbox")
+        HeaderName::new_from_ascii_str(crate::parse::message::OUTBOX_HEADER)
     }
     fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         Ok(Self(s.to_string()))
@@ -212,10 +213,11 @@ impl Mailer {
             .to
             .parse()
             .map_err(|e| SendError::Permanent(format!("收件地址“{}”无效：{e}", mail.to)))?;
-        let auto = if mail.kind.starts_with("ack") {
-            "auto-replied"
-        } else {
-            "auto-generated"
+        let auto = match mail.kind {
+            MailKind::Ack | MailKind::AckUnmatched => "auto-replied",
+            MailKind::Reminder | MailKind::OverdueReminder | MailKind::OverdueReport => {
+                "auto-generated"
+            }
         };
         let mut builder = Message::builder()
             .from(self.from.clone())

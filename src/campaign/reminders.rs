@@ -12,6 +12,8 @@
 use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Weekday};
 use chrono_tz::Tz;
 
+use crate::store::progress::UnitState;
+
 /// One reminder slot of the schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
@@ -87,16 +89,11 @@ pub struct UnitView {
     /// Where reminders go; `None` when the roster has no address.
     pub address: Option<String>,
     pub state: UnitState,
+    /// Why a unit that `NeedsReview` does (its problem codes), told in
+    /// its reminder; empty otherwise.
+    pub review_reason: String,
     /// The address bounced: left out, and listed for the office.
     pub undeliverable: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnitState {
-    Missing,
-    /// Something arrived but a person must decide; the reason is told.
-    NeedsReview(String),
-    Registered,
 }
 
 /// A reminder already in the outbox (queued, sent or failed) or recorded
@@ -237,7 +234,7 @@ pub fn due(
 pub fn eligibility(schedule: &Schedule, unit: &UnitView, _overdue: bool) -> Option<Skip> {
     match unit.state {
         UnitState::Registered => return Some(Skip::Registered),
-        UnitState::NeedsReview(_) if !schedule.include_needs_review => {
+        UnitState::NeedsReview if !schedule.include_needs_review => {
             return Some(Skip::NeedsReviewExcluded);
         }
         _ => {}
@@ -389,7 +386,15 @@ mod tests {
             unit_name: format!("{id}单位"),
             address: Some(format!("{id}@yj.gov.cn")),
             state,
+            review_reason: String::new(),
             undeliverable: false,
+        }
+    }
+
+    fn waiting(id: &str, reason: &str) -> UnitView {
+        UnitView {
+            review_reason: reason.into(),
+            ..unit(id, UnitState::NeedsReview)
         }
     }
 
@@ -436,7 +441,7 @@ mod tests {
         let units = [
             unit("a", UnitState::Missing),
             unit("b", UnitState::Registered),
-            unit("c", UnitState::NeedsReview("missing_field".into())),
+            waiting("c", "missing_field"),
         ];
         let sent = play(&schedule, &units, local(15, 0, 0), local(23, 0, 0));
         let for_a: Vec<&str> = sent
@@ -459,7 +464,7 @@ mod tests {
             include_needs_review: true,
             ..Schedule::default()
         };
-        let units = [unit("c", UnitState::NeedsReview("scanned_document".into()))];
+        let units = [waiting("c", "scanned_document")];
         let sent = play(&schedule, &units, local(18, 0, 0), local(18, 12, 0));
         assert_eq!(sent.len(), 1);
     }

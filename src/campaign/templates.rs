@@ -11,62 +11,25 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The kinds of mail, and their template file stems.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum MailKind {
-    /// 回执: the form was recorded.
-    Ack,
-    /// 回执: received, but the unit could not be decided; the office looks.
-    AckUnmatched,
-    /// 催报提醒 before the deadline.
-    Reminder,
-    /// 逾期提醒 after the deadline.
-    OverdueReminder,
-    /// 通报: the list of units still missing, to the office.
-    OverdueReport,
+pub use crate::store::outbox::MailKind;
+
+fn default_subject(kind: MailKind) -> &'static str {
+    match kind {
+        MailKind::Ack => "回执：已收到{unit_name}的分管政务信息领导及信息员登记表",
+        MailKind::AckUnmatched => "回执：已收到您报送的登记表",
+        MailKind::Reminder => "提醒：请{unit_name}于{deadline}前报送分管政务信息领导及信息员登记表",
+        MailKind::OverdueReminder => "催报：{unit_name}的分管政务信息领导及信息员登记表尚未收到",
+        MailKind::OverdueReport => "通报：截至{now}尚未报送登记表的单位（{count}个）",
+    }
 }
 
-impl MailKind {
-    pub const ALL: [MailKind; 5] = [
-        MailKind::Ack,
-        MailKind::AckUnmatched,
-        MailKind::Reminder,
-        MailKind::OverdueReminder,
-        MailKind::OverdueReport,
-    ];
-
-    pub fn stem(self) -> &'static str {
-        match self {
-            MailKind::Ack => "ack",
-            MailKind::AckUnmatched => "ack_unmatched",
-            MailKind::Reminder => "reminder",
-            MailKind::OverdueReminder => "overdue_reminder",
-            MailKind::OverdueReport => "overdue_report",
-        }
-    }
-
-    fn default_subject(self) -> &'static str {
-        match self {
-            MailKind::Ack => "回执：已收到{unit_name}的分管政务信息领导及信息员登记表",
-            MailKind::AckUnmatched => "回执：已收到您报送的登记表",
-            MailKind::Reminder => {
-                "提醒：请{unit_name}于{deadline}前报送分管政务信息领导及信息员登记表"
-            }
-            MailKind::OverdueReminder => {
-                "催报：{unit_name}的分管政务信息领导及信息员登记表尚未收到"
-            }
-            MailKind::OverdueReport => "通报：截至{now}尚未报送登记表的单位（{count}个）",
-        }
-    }
-
-    fn default_body(self) -> &'static str {
-        match self {
-            MailKind::Ack => DEFAULT_ACK,
-            MailKind::AckUnmatched => DEFAULT_ACK_UNMATCHED,
-            MailKind::Reminder => DEFAULT_REMINDER,
-            MailKind::OverdueReminder => DEFAULT_OVERDUE_REMINDER,
-            MailKind::OverdueReport => DEFAULT_OVERDUE_REPORT,
-        }
+fn default_body(kind: MailKind) -> &'static str {
+    match kind {
+        MailKind::Ack => DEFAULT_ACK,
+        MailKind::AckUnmatched => DEFAULT_ACK_UNMATCHED,
+        MailKind::Reminder => DEFAULT_REMINDER,
+        MailKind::OverdueReminder => DEFAULT_OVERDUE_REMINDER,
+        MailKind::OverdueReport => DEFAULT_OVERDUE_REPORT,
     }
 }
 
@@ -153,8 +116,8 @@ impl Default for Templates {
                 (
                     k,
                     Template {
-                        subject: k.default_subject().into(),
-                        body: k.default_body().into(),
+                        subject: default_subject(k).into(),
+                        body: default_body(k).into(),
                     },
                 )
             })

@@ -15,7 +15,7 @@ use crate::parse::container::{self, ZipLimits};
 use crate::parse::form::{self, RawForm};
 use crate::parse::grid::{Extracted, Meta, ReadError, ReadLimits};
 use crate::parse::matching::{Context, Matcher};
-use crate::parse::message::{self, Envelope, MessageKind, MessageLimits};
+use crate::parse::message::{self, Automation, Envelope, MessageKind, MessageLimits};
 use crate::parse::normalize;
 use crate::parse::problems::{Code, Problem};
 use crate::parse::registration::{Field, Registration};
@@ -135,7 +135,13 @@ impl Pipeline {
         } else {
             let mut walk = Walk::default();
             self.file(&mut walk, name, None, bytes, 0);
-            self.finish(input, None, MessageKind::Submission, walk)
+            self.finish(
+                input,
+                None,
+                MessageKind::Submission,
+                Automation::default(),
+                walk,
+            )
         }
     }
 
@@ -162,7 +168,13 @@ impl Pipeline {
             }
             self.bodies(&mut walk, &parsed.bodies);
         }
-        self.finish(input, Some(parsed.envelope), parsed.kind, walk)
+        self.finish(
+            input,
+            Some(parsed.envelope),
+            parsed.kind,
+            parsed.automation,
+            walk,
+        )
     }
 
     /// Forms typed into message bodies. A body that repeats an attached
@@ -365,6 +377,7 @@ impl Pipeline {
         input: &str,
         envelope: Option<Envelope>,
         kind: MessageKind,
+        automation: Automation,
         mut walk: Walk,
     ) -> ParseReport {
         let sender = match (
@@ -424,6 +437,7 @@ impl Pipeline {
             input: input.to_string(),
             message: envelope,
             kind,
+            automation,
             sender_unit: sender.map(|u| SenderUnit {
                 unit_id: u.id.clone(),
                 unit_name: u.name.clone(),

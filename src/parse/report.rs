@@ -1,12 +1,12 @@
 //! What `parse` reports for one input, in the contract's JSON shape
-//! (`shared/contract/parse-json.md`) and as a Chinese table for people.
+//! (`docs/parse-json.md`) and as a Chinese table for people.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::parse::grid::Meta;
-use crate::parse::message::{Envelope, MessageKind};
+use crate::parse::message::{Automation, Envelope, MessageKind};
 use crate::parse::problems::Problem;
 use crate::parse::registration::{Field, Registration};
 
@@ -58,6 +58,8 @@ pub struct ParseReport {
     pub input: String,
     pub message: Option<Envelope>,
     pub kind: MessageKind,
+    /// What makes the message automatic (not part of the JSON).
+    pub automation: Automation,
     pub sender_unit: Option<SenderUnit>,
     pub attachments: Vec<Attachment>,
     pub registrations: Vec<Registration>,
@@ -80,11 +82,7 @@ impl ParseReport {
         serde_json::json!({
             "input": self.input,
             "message": message,
-            "kind": match self.kind {
-                MessageKind::Submission => "submission",
-                MessageKind::Bounce => "bounce",
-                MessageKind::AutoReply => "auto_reply",
-            },
+            "kind": self.kind.as_str(),
             "sender_unit": self.sender_unit,
             "attachments": self.attachments,
             "registrations": self.registrations.iter().map(Registration::to_json).collect::<Vec<_>>(),

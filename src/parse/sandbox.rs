@@ -9,8 +9,14 @@
 //! or a timeout becomes an error for that attachment only; the parent
 //! carries on with the rest of the message.
 //!
-//! Protocol: the parent writes the attachment's bytes to the child's stdin;
-//! the child prints one JSON `Result<Extracted, ReadError>` on stdout.
+//! Protocol: the parent starts `__read FORMAT LIMITS MEMORY_MB CPU_SECONDS`
+//! ([`ChildArgs`]; `LIMITS` is the JSON of [`ReadLimits`] with every key),
+//! writes the attachment's bytes to the child's stdin, and the child prints
+//! one JSON `Result<Extracted, ReadError>` on stdout. A child refuses
+//! arguments it cannot take — never a default in their place, which would
+//! silently change the sandbox's limits — and exits with
+//! [`EXIT_CHILD_USAGE`]; the parent reports its message as the
+//! attachment's error.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -22,6 +28,35 @@ use wait_timeout::ChildExt;
 
 use crate::parse::grid::{Extracted, ReadError, ReadLimits};
 use crate::parse::sniff::Format;
+
+/// The exit code of a child given arguments it cannot take (EX_USAGE).
+pub const EXIT_CHILD_USAGE: i32 = 64;
+
+/// The child's arguments, checked (the command line parses them with
+/// [`limits_from_arg`] and range checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildArgs {
+    pub format: Format,
+    pub limits: ReadLimits,
+    /// Address space, in MiB.
+    pub memory_mb: u64,
+    pub cpu_seconds: u64,
+}
+
+/// The read limits as the parent passes them: a JSON object with every key
+/// of [`ReadLimits`] and no other. A missing key is refused, not defaulted.
+pub fn limits_from_arg(text: &str) -> Result<ReadLimits, String> {
+    let given: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("读取上限不是有效的 JSON（{e}）"))?;
+    let all = serde_json::to_value(ReadLimits::default()).unwrap_or_default();
+    let (Some(given_keys), Some(all_keys)) = (given.as_object(), all.as_object()) else {
+        return Err("读取上限应为 JSON 对象".into());
+    };
+    if let Some(missing) = all_keys.keys().find(|k| !given_keys.contains_key(*k)) {
+        return Err(format!("读取上限缺少 {missing}"));
+    }
+    serde_json::from_value(given).map_err(|e| format!("读取上限有误（{e}）"))
+}
 
 /// Limits of the child process that reads one attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +123,8 @@ fn read_in_child(
     bytes: &[u8],
     limits: &ReadLimits,
 ) -> Result<Extracted, ReadError> {
-    let limits_json = serde_json::to_string(limits).unwrap_or_default();
+    let limits_json = serde_json::to_string(limits)
+        .map_err(|e| ReadError::Damaged(format!("无法传递读取上限：{e}")))?;
     let mut child = Command::new(exe)
         .arg("__read")
         .arg(format.as_arg())
@@ -169,6 +205,14 @@ fn crash_error(status: std::process::ExitStatus, stderr: &str, limits: &ChildLim
         Some(sig) => ReadError::Damaged(format!(
             "文件导致读取程序异常终止（信号 {sig}），文件可能已损坏"
         )),
+        None if status.code() == Some(EXIT_CHILD_USAGE) => ReadError::Damaged(
+            stderr
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("附件读取进程拒绝了参数")
+                .to_string(),
+        ),
         None if stderr.contains("panicked") => {
             ReadError::Damaged("文件结构异常，读取程序无法处理，文件可能已损坏".into())
         }
@@ -197,31 +241,58 @@ fn bounded_read<R: Read>(source: Option<R>, cap: usize) -> (Vec<u8>, bool) {
 
 /// The child side: applies the limits to itself, reads stdin, prints the
 /// result. Returns the process exit code.
-pub fn child_main(format: &str, limits_json: &str, memory_mb: &str, cpu_seconds: &str) -> i32 {
-    let memory = memory_mb
-        .parse::<u64>()
-        .unwrap_or(1024)
-        .saturating_mul(1024 * 1024);
-    let cpu = cpu_seconds.parse::<u64>().unwrap_or(20);
+pub fn child_main(args: ChildArgs) -> i32 {
+    let memory = args.memory_mb.saturating_mul(1024 * 1024);
+    let cpu = args.cpu_seconds;
     if rlimit::setrlimit(rlimit::Resource::AS, memory, memory).is_err()
         || rlimit::setrlimit(rlimit::Resource::CPU, cpu, cpu.saturating_add(1)).is_err()
     {
-        eprintln!("cannot set resource limits");
+        eprintln!("附件读取进程无法设置资源上限");
         return 70;
     }
-    let Some(format) = Format::from_arg(format) else {
-        eprintln!("unknown format {format}");
-        return 64;
-    };
-    let limits: ReadLimits = serde_json::from_str(limits_json).unwrap_or_default();
     let mut bytes = Vec::new();
     if std::io::stdin().read_to_end(&mut bytes).is_err() {
         return 66;
     }
-    let result = crate::parse::readers::read(format, &bytes, &limits);
+    let result = crate::parse::readers::read(args.format, &bytes, &args.limits);
     let mut out = std::io::stdout().lock();
     match serde_json::to_writer(&mut out, &result) {
         Ok(()) => 0,
         Err(_) => 74,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_argument_must_carry_every_key() {
+        let full = serde_json::to_string(&ReadLimits::default()).expect("json");
+        assert_eq!(limits_from_arg(&full), Ok(ReadLimits::default()));
+        assert!(limits_from_arg("{}").unwrap_err().contains("缺少"));
+        assert!(limits_from_arg("not json").is_err());
+        assert!(limits_from_arg("[1, 2]").is_err());
+        let unknown = full.replacen('{', "{\"max_bogus\": 1, ", 1);
+        assert!(limits_from_arg(&unknown).is_err());
+        let wrong_type = full.replace("20000", "\"many\"");
+        assert!(limits_from_arg(&wrong_type).is_err());
+    }
+
+    #[test]
+    fn a_refused_argument_is_the_attachment_error() {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::ExitStatus::from_raw(EXIT_CHILD_USAGE << 8);
+        let error = crash_error(
+            status,
+            "附件读取进程的参数有误：invalid value 'x' for '<MEMORY_MB>'\n",
+            &ChildLimits::default(),
+        );
+        assert_eq!(
+            error,
+            ReadError::Damaged(
+                "附件读取进程的参数有误：invalid value 'x' for '<MEMORY_MB>'".into()
+            )
+        );
     }
 }

@@ -100,16 +100,25 @@ impl App {
         })
     }
 
-    fn mailing(&self) -> Option<crate::campaign::Mailing<'_>> {
-        let mailer = self.mailer.as_ref()?;
-        Some(crate::campaign::Mailing {
+    /// What the campaign's mailing steps need. Without `[smtp]` mail can
+    /// still be planned and queued (our address is then unknown and
+    /// Message-IDs use `localhost`), but nothing is sent.
+    pub fn mailing(&self) -> crate::campaign::Mailing<'_> {
+        crate::campaign::Mailing {
             store: self.intake.store(),
             config: &self.config,
             roster: self.roster.as_ref(),
             templates: &self.templates,
-            our_address: mailer.from_address(),
-            domain: mailer.domain.clone(),
-        })
+            our_address: self
+                .mailer
+                .as_ref()
+                .map(Mailer::from_address)
+                .unwrap_or_default(),
+            domain: self
+                .mailer
+                .as_ref()
+                .map_or_else(|| "localhost".into(), |m| m.domain.clone()),
+        }
     }
 
     /// Processes every pending message; returns the ids processed.
@@ -142,18 +151,14 @@ impl App {
     /// reminders and the overdue list that are due, then paced sending of
     /// whatever is queued. Mail problems are logged, never fatal.
     pub async fn mail_tick(&self, processed: &[String]) {
-        let Some(m) = self.mailing() else { return };
+        // Without a way to send, no receipt or reminder is queued either.
+        if self.mailer.is_none() {
+            return;
+        }
+        let m = self.mailing();
         let now = self.clock.now();
         for id in processed {
-            let raw = match crate::campaign::raw_of(m.store, self.intake.archive(), id).await {
-                Ok(Some(raw)) => raw,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(message = %id, error = %e, "cannot read message for its receipt");
-                    continue;
-                }
-            };
-            if let Err(e) = crate::campaign::after_processing(&m, id, &raw, now).await {
+            if let Err(e) = crate::campaign::after_processing(&m, id, now).await {
                 tracing::warn!(message = %id, error = %e, "receipt or bounce handling failed");
             }
         }
@@ -171,25 +176,57 @@ impl App {
                 tracing::warn!(error = %e, "cannot queue the overdue list");
             }
         }
+        if let Err(e) = self.send_queued(SendUntil::Paced).await {
+            tracing::warn!(error = %e, "sending failed");
+        }
+    }
+
+    /// Sends what is queued, paced (`[smtp] rate_per_minute`, `daily_cap`);
+    /// returns how many mails were handled (sent, retried later or
+    /// failed). The service's tick and the manual commands (`remind
+    /// send-now`, `report overdue`) both send through here.
+    pub async fn send_queued(
+        &self,
+        until: SendUntil,
+    ) -> Result<usize, crate::campaign::CampaignError> {
         let (Some(mailer), Some(smtp)) = (&self.mailer, &self.config.smtp) else {
-            return;
+            return Ok(0);
         };
+        let store = self.intake.store();
+        let mut handled = 0;
         loop {
             let now = self.clock.now();
             let day = crate::campaign::day_start(&self.config, now);
-            match crate::campaign::send_step(self.intake.store(), mailer, smtp.pacing, now, day)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sending failed");
-                    break;
-                }
+            if crate::campaign::send_step(store, mailer, smtp.pacing, now, day).await? {
+                handled += 1;
+                continue;
             }
+            // Nothing due now: a mail waiting for its retry is left to the
+            // service, rather than holding a command for hours.
+            if until == SendUntil::Paced
+                || crate::store::outbox::next_due(store, now).await?.is_none()
+            {
+                return Ok(handled);
+            }
+            // Due but paced: wait a little.
+            tokio::time::sleep(PACING_WAIT).await;
         }
     }
 }
+
+/// How long [`App::send_queued`] goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendUntil {
+    /// Until pacing stops it or nothing is due (the service's tick: the
+    /// next tick goes on).
+    Paced,
+    /// Until nothing is due now, waiting out the pacing (a command run by
+    /// a person, who waits for the mail to leave).
+    NothingDue,
+}
+
+/// The wait between tries while the pacing holds mail back.
+const PACING_WAIT: Duration = Duration::from_secs(5);
 
 /// Runs the service until `shutdown` completes (or one pass with `once`).
 pub async fn run(
@@ -280,7 +317,10 @@ pub async fn run(
         }
         app.mail_tick(&processed).await;
         if let Ok(counts) = app.intake.store().count_by_state().await {
-            let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let summary: Vec<String> = counts
+                .iter()
+                .map(|(s, n)| format!("{} {n}", s.as_str()))
+                .collect();
             notify(&[NotifyState::Status(&format!(
                 "邮件：{}",
                 summary.join("，")

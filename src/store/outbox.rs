@@ -5,12 +5,119 @@
 //! Message-ID (the recipient's client shows one mail). Transient SMTP
 //! errors retry with backoff, permanent ones mark the row failed.
 //!
-//! Deciding what to send is `crate::campaign::reminders` (pure); talking SMTP is
-//! `crate::campaign::mailer`.
+//! Deciding what to send is the campaign's reminder planner (pure);
+//! talking SMTP is its mailer.
 
-use sqlx::Row;
+use std::collections::BTreeMap;
 
-use crate::store::{Store, StoreError};
+use base64::Engine as _;
+
+use super::text::StoredText;
+use super::{Result, Store, StoreError};
+
+/// The kinds of mail we send; the name is also the stem of the mail's
+/// template files (`config/templates/ack.subject`, `ack.txt` …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MailKind {
+    /// 回执: the form was recorded.
+    Ack,
+    /// 回执: received, but the unit could not be decided; the office looks.
+    AckUnmatched,
+    /// 催报提醒 before the deadline.
+    Reminder,
+    /// 逾期提醒 after the deadline.
+    OverdueReminder,
+    /// 通报: the list of units still missing, to the office.
+    OverdueReport,
+}
+
+impl MailKind {
+    pub const ALL: [MailKind; 5] = [
+        MailKind::Ack,
+        MailKind::AckUnmatched,
+        MailKind::Reminder,
+        MailKind::OverdueReminder,
+        MailKind::OverdueReport,
+    ];
+
+    pub fn stem(self) -> &'static str {
+        match self {
+            MailKind::Ack => "ack",
+            MailKind::AckUnmatched => "ack_unmatched",
+            MailKind::Reminder => "reminder",
+            MailKind::OverdueReminder => "overdue_reminder",
+            MailKind::OverdueReport => "overdue_report",
+        }
+    }
+}
+
+/// Where an outbox row is. Declared in alphabetical order of the names,
+/// which is the order `status` lists them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    /// A reminder no longer wanted before it was sent.
+    Cancelled,
+    /// Refused for good, or given up after repeated transient failures.
+    Failed,
+    /// A reminder slot that passed while the service was down.
+    Missed,
+    /// Written, not sent yet (or waiting for a retry).
+    Queued,
+    Sent,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        self.as_text()
+    }
+}
+
+impl StoredText for OutboxState {
+    const ALL: &'static [Self] = &[
+        Self::Queued,
+        Self::Sent,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Missed,
+    ];
+
+    fn as_text(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Missed => "missed",
+        }
+    }
+}
+
+/// What an outbox row is: a mail of some kind, or a reminder slot recorded
+/// as missed (never sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxKind {
+    Mail(MailKind),
+    Missed,
+}
+
+impl StoredText for OutboxKind {
+    const ALL: &'static [Self] = &[
+        Self::Mail(MailKind::Ack),
+        Self::Mail(MailKind::AckUnmatched),
+        Self::Mail(MailKind::Reminder),
+        Self::Mail(MailKind::OverdueReminder),
+        Self::Mail(MailKind::OverdueReport),
+        Self::Missed,
+    ];
+
+    fn as_text(self) -> &'static str {
+        match self {
+            Self::Mail(kind) => kind.as_text(),
+            Self::Missed => "missed",
+        }
+    }
+}
 
 /// A mail to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +127,7 @@ pub struct NewMail {
     pub unit_key: String,
     /// The reminder slot key, `ack:<message hash>`, `report:<date>` …
     pub slot: String,
-    /// `ack`, `ack_unmatched`, `reminder`, `overdue_reminder`, `overdue_report`.
-    pub kind: String,
+    pub kind: MailKind,
     pub to: String,
     pub subject: String,
     pub body: String,
@@ -36,7 +142,7 @@ pub struct Mail {
     pub campaign: String,
     pub unit_key: String,
     pub slot: String,
-    pub kind: String,
+    pub kind: MailKind,
     pub to: String,
     pub subject: String,
     pub body: String,
@@ -49,14 +155,110 @@ pub struct Mail {
     pub created_at: i64,
 }
 
-/// A row of the outbox for planning and status.
+#[derive(sqlx::FromRow)]
+struct MailRow {
+    id: String,
+    campaign: String,
+    unit_key: String,
+    slot: String,
+    kind: String,
+    to_addr: String,
+    subject: String,
+    body: String,
+    message_id: String,
+    in_reply_to: Option<String>,
+    attachment_name: Option<String>,
+    attachment_b64: Option<String>,
+    attempts: i64,
+    created_at: i64,
+}
+
+impl TryFrom<MailRow> for Mail {
+    type Error = StoreError;
+
+    fn try_from(r: MailRow) -> Result<Self> {
+        let attachment = match (r.attachment_name, r.attachment_b64) {
+            (Some(name), Some(b64)) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| StoreError::corrupt("outbox", &r.id, "attachment_b64", e))?;
+                Some((name, bytes))
+            }
+            _ => None,
+        };
+        Ok(Mail {
+            kind: MailKind::decode(&r.kind, "outbox", &r.id, "kind")?,
+            id: r.id,
+            campaign: r.campaign,
+            unit_key: r.unit_key,
+            slot: r.slot,
+            to: r.to_addr,
+            subject: r.subject,
+            body: r.body,
+            message_id: r.message_id,
+            in_reply_to: r.in_reply_to,
+            attachment,
+            attempts: r.attempts,
+            created_at: r.created_at,
+        })
+    }
+}
+
+/// A reminder row of the outbox, for planning and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub unit_key: String,
     pub slot: String,
-    pub kind: String,
-    pub state: String,
+    pub kind: OutboxKind,
+    pub state: OutboxState,
+    /// When it was sent, or else when it was written.
     pub at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    id: String,
+    unit_key: String,
+    slot: String,
+    kind: String,
+    state: String,
+    at: i64,
+}
+
+/// The outbox row a bounce reports on.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Sent {
+    pub id: String,
+    /// The roster unit, or `""` for mail to the office.
+    pub unit_key: String,
+    pub to_addr: String,
+}
+
+/// A mail refused for good, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Failed {
+    pub to_addr: String,
+    pub subject: String,
+    pub error: String,
+}
+
+/// An address that bounced, lower case.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Undeliverable {
+    pub address: String,
+    pub unit_id: Option<String>,
+    pub reason: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct StateCount {
+    state: String,
+    n: i64,
+}
+
+/// A fresh row id: the time, then randomness.
+fn row_id(now: i64) -> String {
+    format!("{:016x}{:08x}", now, rand::random::<u32>())
 }
 
 /// Queues a mail unless its (campaign, unit, slot) is already there; returns
@@ -66,17 +268,14 @@ pub async fn queue(
     mail: &NewMail,
     domain: &str,
     now: i64,
-) -> Result<Option<String>, StoreError> {
-    let id = format!("{:016x}{:08x}", now, rand::random::<u32>());
+) -> Result<Option<String>> {
+    let id = row_id(now);
     let message_id = format!("<xxdc-{id}@{domain}>");
     let (att_name, att_b64) = match &mail.attachment {
-        Some((name, bytes)) => {
-            use base64::Engine;
-            (
-                Some(name.as_str()),
-                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-            )
-        }
+        Some((name, bytes)) => (
+            Some(name.as_str()),
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
         None => (None, None),
     };
     let done = sqlx::query(
@@ -89,7 +288,7 @@ pub async fn queue(
     .bind(&mail.campaign)
     .bind(&mail.unit_key)
     .bind(&mail.slot)
-    .bind(&mail.kind)
+    .bind(mail.kind.as_text())
     .bind(&mail.to)
     .bind(&mail.subject)
     .bind(&mail.body)
@@ -98,7 +297,7 @@ pub async fn queue(
     .bind(att_name)
     .bind(att_b64.as_deref())
     .bind(now)
-    .execute(store.pool())
+    .execute(&store.pool)
     .await?;
     Ok((done.rows_affected() == 1).then_some(id))
 }
@@ -111,100 +310,65 @@ pub async fn record_missed(
     unit: &str,
     slot: &str,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO outbox (id, campaign, unit_key, slot, kind, to_addr, subject, body, message_id, state, attempts, created_at)
          VALUES ($1, $2, $3, $4, 'missed', '', '', '', '', 'missed', 0, $5)
          ON CONFLICT (campaign, unit_key, slot) DO NOTHING",
     )
-    .bind(format!("{:016x}{:08x}", now, rand::random::<u32>()))
+    .bind(row_id(now))
     .bind(campaign)
     .bind(unit)
     .bind(slot)
     .bind(now)
-    .execute(store.pool())
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
 
 /// The next mail due for sending, oldest first.
-pub async fn next_due(store: &Store, now: i64) -> Result<Option<Mail>, StoreError> {
-    let row = sqlx::query(
+pub async fn next_due(store: &Store, now: i64) -> Result<Option<Mail>> {
+    let row: Option<MailRow> = sqlx::query_as(
         "SELECT id, campaign, unit_key, slot, kind, to_addr, subject, body, message_id, in_reply_to,
                 attachment_name, attachment_b64, attempts, created_at
          FROM outbox WHERE state = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
          ORDER BY created_at, id LIMIT 1",
     )
     .bind(now)
-    .fetch_optional(store.pool())
+    .fetch_optional(&store.pool)
     .await?;
-    row.map(|r| mail_of(&r)).transpose()
+    row.map(Mail::try_from).transpose()
 }
 
-fn mail_of(r: &sqlx::any::AnyRow) -> Result<Mail, StoreError> {
-    let att_name: Option<String> = r.try_get(10)?;
-    let att_b64: Option<String> = r.try_get(11)?;
-    let attachment = match (att_name, att_b64) {
-        (Some(name), Some(b64)) => {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .ok()
-                .map(|bytes| (name, bytes))
-        }
-        _ => None,
-    };
-    Ok(Mail {
-        id: r.try_get(0)?,
-        campaign: r.try_get(1)?,
-        unit_key: r.try_get(2)?,
-        slot: r.try_get(3)?,
-        kind: r.try_get(4)?,
-        to: r.try_get(5)?,
-        subject: r.try_get(6)?,
-        body: r.try_get(7)?,
-        message_id: r.try_get(8)?,
-        in_reply_to: r.try_get(9)?,
-        attachment,
-        attempts: r.try_get(12)?,
-        created_at: r.try_get(13)?,
-    })
-}
-
-pub async fn mark_sent(store: &Store, id: &str, now: i64) -> Result<(), StoreError> {
+pub async fn mark_sent(store: &Store, id: &str, now: i64) -> Result<()> {
     sqlx::query("UPDATE outbox SET state = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
         .bind(id)
         .bind(now)
-        .execute(store.pool())
+        .execute(&store.pool)
         .await?;
     Ok(())
 }
 
 /// A transient failure: try again at `retry_at`.
-pub async fn mark_retry(
-    store: &Store,
-    id: &str,
-    error: &str,
-    retry_at: i64,
-) -> Result<(), StoreError> {
+pub async fn mark_retry(store: &Store, id: &str, error: &str, retry_at: i64) -> Result<()> {
     sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1")
         .bind(id)
         .bind(error)
         .bind(retry_at)
-        .execute(store.pool())
+        .execute(&store.pool)
         .await?;
     Ok(())
 }
 
 /// The server asked us to slow down: nothing queued is tried before
 /// `until` (rows already waiting longer keep their time).
-pub async fn pause_all(store: &Store, until: i64) -> Result<u64, StoreError> {
+pub async fn pause_all(store: &Store, until: i64) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE outbox SET next_attempt_at = $1
          WHERE state = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at < $1)",
     )
     .bind(until)
-    .execute(store.pool())
+    .execute(&store.pool)
     .await?;
     Ok(done.rows_affected())
 }
@@ -217,7 +381,7 @@ pub async fn cancel_reminders(
     campaign: &str,
     unit: &str,
     reason: &str,
-) -> Result<u64, StoreError> {
+) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE outbox SET state = 'cancelled', last_error = $3
          WHERE campaign = $1 AND unit_key = $2 AND state = 'queued'
@@ -226,117 +390,97 @@ pub async fn cancel_reminders(
     .bind(campaign)
     .bind(unit)
     .bind(reason)
-    .execute(store.pool())
+    .execute(&store.pool)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Reminders still queued to an address that bounced meanwhile.
-pub async fn cancel_reminders_to_undeliverable(store: &Store) -> Result<u64, StoreError> {
+pub async fn cancel_reminders_to_undeliverable(store: &Store) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE outbox SET state = 'cancelled', last_error = '退信地址'
          WHERE state = 'queued' AND kind IN ('reminder', 'overdue_reminder')
            AND LOWER(to_addr) IN (SELECT address FROM undeliverable)",
     )
-    .execute(store.pool())
+    .execute(&store.pool)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Whether `message_id` (`<…>`) is one of the mails we sent.
-pub async fn is_ours(store: &Store, message_id: &str) -> Result<bool, StoreError> {
+pub async fn is_ours(store: &Store, message_id: &str) -> Result<bool> {
     Ok(by_message_id(store, message_id).await?.is_some())
 }
 
 /// A permanent failure (5xx): never retried, shown in `status`.
-pub async fn mark_failed(store: &Store, id: &str, error: &str) -> Result<(), StoreError> {
+pub async fn mark_failed(store: &Store, id: &str, error: &str) -> Result<()> {
     sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
         .bind(id)
         .bind(error)
-        .execute(store.pool())
+        .execute(&store.pool)
         .await?;
     Ok(())
 }
 
 /// Mails sent since `since` (pacing: per-minute rate, daily cap).
-pub async fn sent_since(store: &Store, since: i64) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND sent_at >= $1")
-        .bind(since)
-        .fetch_one(store.pool())
-        .await?;
-    Ok(row.try_get(0)?)
+pub async fn sent_since(store: &Store, since: i64) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND sent_at >= $1")
+            .bind(since)
+            .fetch_one(&store.pool)
+            .await?,
+    )
 }
 
-/// Every reminder row of a campaign (for planning and status).
-pub async fn reminders(store: &Store, campaign: &str) -> Result<Vec<Record>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT unit_key, slot, kind, state, COALESCE(sent_at, created_at) FROM outbox
+/// Every reminder row of a campaign (for planning and status), oldest first.
+pub async fn reminders(store: &Store, campaign: &str) -> Result<Vec<Record>> {
+    let rows: Vec<RecordRow> = sqlx::query_as(
+        "SELECT id, unit_key, slot, kind, state, COALESCE(sent_at, created_at) AS at FROM outbox
          WHERE campaign = $1 AND kind IN ('reminder', 'overdue_reminder', 'missed') ORDER BY created_at",
     )
     .bind(campaign)
-    .fetch_all(store.pool())
+    .fetch_all(&store.pool)
     .await?;
-    rows.iter()
+    rows.into_iter()
         .map(|r| {
             Ok(Record {
-                unit_key: r.try_get(0)?,
-                slot: r.try_get(1)?,
-                kind: r.try_get(2)?,
-                state: r.try_get(3)?,
-                at: r.try_get(4)?,
+                kind: OutboxKind::decode(&r.kind, "outbox", &r.id, "kind")?,
+                state: OutboxState::decode(&r.state, "outbox", &r.id, "state")?,
+                unit_key: r.unit_key,
+                slot: r.slot,
+                at: r.at,
             })
         })
         .collect()
 }
 
-/// Failed mails, for `status`.
-pub async fn failed(store: &Store) -> Result<Vec<(String, String, String)>, StoreError> {
-    let rows = sqlx::query("SELECT to_addr, subject, COALESCE(last_error, '') FROM outbox WHERE state = 'failed' ORDER BY created_at")
-        .fetch_all(store.pool())
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
+/// Failed mails, for `status`, oldest first.
+pub async fn failed(store: &Store) -> Result<Vec<Failed>> {
+    Ok(sqlx::query_as(
+        "SELECT to_addr, subject, COALESCE(last_error, '') AS error FROM outbox WHERE state = 'failed' ORDER BY created_at",
+    )
+    .fetch_all(&store.pool)
+    .await?)
 }
 
-/// The outbox row a bounce reports on, by the Message-ID of our mail:
-/// (id, unit key, address).
-pub async fn by_message_id(
-    store: &Store,
-    message_id: &str,
-) -> Result<Option<(String, String, String)>, StoreError> {
-    bounced_row(
-        store,
-        "SELECT id, unit_key, to_addr FROM outbox WHERE message_id = $1",
-        message_id,
+/// The outbox row a bounce reports on, by the Message-ID of our mail.
+pub async fn by_message_id(store: &Store, message_id: &str) -> Result<Option<Sent>> {
+    Ok(
+        sqlx::query_as("SELECT id, unit_key, to_addr FROM outbox WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_optional(&store.pool)
+            .await?,
     )
-    .await
 }
 
 /// The outbox row with this id (our `X-Xxdc-Outbox` header).
-pub async fn by_id(
-    store: &Store,
-    id: &str,
-) -> Result<Option<(String, String, String)>, StoreError> {
-    bounced_row(
-        store,
-        "SELECT id, unit_key, to_addr FROM outbox WHERE id = $1",
-        id,
+pub async fn by_id(store: &Store, id: &str) -> Result<Option<Sent>> {
+    Ok(
+        sqlx::query_as("SELECT id, unit_key, to_addr FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&store.pool)
+            .await?,
     )
-    .await
-}
-
-async fn bounced_row(
-    store: &Store,
-    sql: &'static str,
-    key: &str,
-) -> Result<Option<(String, String, String)>, StoreError> {
-    let row = sqlx::query(sql)
-        .bind(key)
-        .fetch_optional(store.pool())
-        .await?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .transpose()
 }
 
 pub async fn mark_undeliverable(
@@ -346,7 +490,7 @@ pub async fn mark_undeliverable(
     outbox_id: Option<&str>,
     reason: &str,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO undeliverable (address, unit_id, outbox, reason, at) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (address) DO NOTHING",
@@ -356,33 +500,33 @@ pub async fn mark_undeliverable(
     .bind(outbox_id)
     .bind(reason)
     .bind(now)
-    .execute(store.pool())
+    .execute(&store.pool)
     .await?;
     Ok(())
 }
 
-/// Addresses that bounced, lower case.
-pub async fn undeliverable(
-    store: &Store,
-) -> Result<Vec<(String, Option<String>, String)>, StoreError> {
-    let rows =
-        sqlx::query("SELECT address, unit_id, COALESCE(reason, '') FROM undeliverable ORDER BY at")
-            .fetch_all(store.pool())
-            .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect()
+/// Addresses that bounced, lower case, oldest first.
+pub async fn undeliverable(store: &Store) -> Result<Vec<Undeliverable>> {
+    Ok(sqlx::query_as(
+        "SELECT address, unit_id, COALESCE(reason, '') AS reason FROM undeliverable ORDER BY at",
+    )
+    .fetch_all(&store.pool)
+    .await?)
 }
 
 /// Outbox rows by state (missed slots left out), for `status`.
-pub async fn count_by_state(
-    store: &Store,
-) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
-    let rows =
-        sqlx::query("SELECT state, COUNT(*) FROM outbox WHERE state <> 'missed' GROUP BY state")
-            .fetch_all(store.pool())
-            .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+pub async fn count_by_state(store: &Store) -> Result<BTreeMap<OutboxState, i64>> {
+    let rows: Vec<StateCount> = sqlx::query_as(
+        "SELECT state, COUNT(*) AS n FROM outbox WHERE state <> 'missed' GROUP BY state",
+    )
+    .fetch_all(&store.pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                OutboxState::decode(&r.state, "outbox", "GROUP BY state", "state")?,
+                r.n,
+            ))
+        })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! A fresh database per test, on SQLite or PostgreSQL, and helpers the
 //! integration tests share (`tests/store.rs`, `tests/crash.rs`,
-//! `tests/crash_imap.rs`, `tests/mail.rs`, `tests/notify.rs`).
+//! `tests/crash_imap.rs`, `tests/mail.rs`, `tests/notify.rs`, `tests/progress.rs`).
 //!
 //! - SQLite: a file in the test's own temporary folder.
 //! - PostgreSQL: `xxdc_t_<random>` on 127.0.0.1:5432 (trust auth, user
@@ -231,15 +231,26 @@ E-mail：officer@163.com\r\n\
     .into_bytes()
 }
 
-/// Runs a statement on the test database and returns one i64.
-pub async fn scalar(store: &xxdc_intake::store::Store, sql: &'static str) -> i64 {
-    use sqlx::Row;
-    sqlx::query(sql)
-        .fetch_one(store.pool())
+/// A connection of the test's own to the database at `url`, to look at it
+/// with SQL: the store keeps its pool to itself.
+pub async fn inspect(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::pool::PoolOptions::<sqlx::Any>::new()
+        .max_connections(1)
+        .connect(url)
         .await
-        .expect(sql)
-        .try_get::<i64, _>(0)
-        .expect("an integer")
+        .expect("inspection connection")
+}
+
+/// Runs a statement on the test database and returns one i64.
+pub async fn scalar(url: &str, sql: &'static str) -> i64 {
+    let pool = inspect(url).await;
+    let n = sqlx::query_scalar::<_, i64>(sql)
+        .fetch_one(&pool)
+        .await
+        .expect(sql);
+    pool.close().await;
+    n
 }
 
 /// One test function per back-end: `both!(workers; test_fn, ...)` makes

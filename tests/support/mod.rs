@@ -620,11 +620,21 @@ impl TestApp {
             .expect("source configured")
     }
 
+    /// Runs a statement on the app's database, through a connection of
+    /// the test's own (the store keeps its pool to itself).
     pub async fn scalar(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql)
-            .fetch_one(self.app.intake.store().pool())
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::pool::PoolOptions::<sqlx::Any>::new()
+            .max_connections(1)
+            .connect(&self.app.config.database_url)
             .await
-            .expect("query")
+            .expect("inspection connection");
+        let n = sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&pool)
+            .await
+            .expect("query");
+        pool.close().await;
+        n
     }
 
     /// Ledger entries in all.

@@ -65,13 +65,14 @@ impl SourceCtx {
             tracing::warn!(source = name, error = %e, "cannot record source state");
         }
         let last_ok = store
-            .source_states()
+            .source_state(name)
             .await
             .ok()
-            .and_then(|all| all.into_iter().find(|s| s.name == name))
+            .flatten()
             .and_then(|s| s.last_poll_ok);
-        let stalled = last_ok.is_none_or(|t| now - t > self.stall_after.as_secs() as i64);
-        if stalled && store.report_stall_once(name).await.unwrap_or(false) {
+        if stalled(last_ok, now, self.stall_after)
+            && store.report_stall_once(name).await.unwrap_or(false)
+        {
             tracing::error!(source = name, error = %error, "source stalled: no successful poll");
         } else {
             tracing::warn!(source = name, error = %error, "poll failed");
@@ -102,6 +103,13 @@ pub async fn poll_once(source: &Source, ctx: &SourceCtx) -> Result<usize, Source
         Err(e) => ctx.failed(&source.name, kind, e).await,
     }
     result
+}
+
+/// Whether a source whose last successful poll was at `last_ok` (never:
+/// `None`) counts as stalled at `now`.
+pub fn stalled(last_ok: Option<i64>, now: i64, stall_after: std::time::Duration) -> bool {
+    let limit = i64::try_from(stall_after.as_secs()).unwrap_or(i64::MAX);
+    last_ok.is_none_or(|t| now - t > limit)
 }
 
 pub fn kind_name(kind: &SourceKind) -> &'static str {

@@ -1,0 +1,120 @@
+//! `remind plan` and `remind send-now`: the reminder schedule as it stands,
+//! and reminders sent now, through the same outbox and sending as the
+//! service's.
+
+use std::path::Path;
+
+use chrono::TimeZone;
+
+use super::{CliError, open_campaign_app};
+use crate::campaign::reminders::{self, PlanOutcome};
+use crate::config::Config;
+use crate::service::daemon::SendUntil;
+
+/// `remind plan [--at TIME]`: who gets which reminder when.
+pub(super) async fn plan(config: Option<&Path>, at: Option<String>) -> Result<(), CliError> {
+    let app = open_campaign_app(config).await?;
+    let config = &app.config;
+    let now = match at.as_deref() {
+        None => app.clock.now(),
+        Some(t) => parse_local(config, t).ok_or_else(|| {
+            CliError::Usage(format!("时间应写成“2007-05-19 10:30”这样的本地时间：{t}"))
+        })?,
+    };
+    let Some(campaign) = &config.campaign else {
+        return Ok(());
+    };
+    let (units, sent) = crate::campaign::planner_input(&app.mailing()).await?;
+    let lines = reminders::plan(
+        &config.mailing.schedule,
+        &campaign.deadline,
+        &units,
+        &sent,
+        now,
+    );
+    let fmt = |t: i64| {
+        campaign
+            .timezone
+            .timestamp_opt(t, 0)
+            .single()
+            .map(|d| d.format("%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    println!(
+        "{}：截止 {}，查看时间 {}（{}）",
+        campaign.name,
+        campaign.deadline.format("%Y-%m-%d %H:%M"),
+        fmt(now),
+        reminders::remaining_zh(&campaign.deadline, now)
+    );
+    if !config.mailing.reminders_enabled {
+        println!("注意：[reminders] enabled = false，服务不会自动发送提醒。");
+    }
+    let mut rows = vec![["单位", "时段", "时间", "安排"].map(String::from).to_vec()];
+    for l in &lines {
+        rows.push(vec![
+            l.unit_name.clone(),
+            l.slot.clone(),
+            fmt(l.at),
+            outcome_zh(&l.outcome),
+        ]);
+    }
+    print!("{}", crate::parse::report::render_table(&rows));
+    Ok(())
+}
+
+fn outcome_zh(outcome: &PlanOutcome) -> String {
+    match outcome {
+        PlanOutcome::DueNow { overdue: false } => "现在发送提醒".into(),
+        PlanOutcome::DueNow { overdue: true } => "现在发送逾期提醒".into(),
+        PlanOutcome::Later { overdue: false } => "届时仍未报送则提醒".into(),
+        PlanOutcome::Later { overdue: true } => "届时仍未报送则发逾期提醒".into(),
+        PlanOutcome::Missed => "已错过（服务停止期间），不再补发".into(),
+        PlanOutcome::Skipped(skip) => format!("不发送：{}", skip.zh()),
+    }
+}
+
+/// `remind send-now [--unit ID] [--dry-run]`.
+pub(super) async fn send_now(
+    config: Option<&Path>,
+    unit: Option<String>,
+    dry_run: bool,
+) -> Result<(), CliError> {
+    let app = open_campaign_app(config).await?;
+    let now = app.clock.now();
+    let planned =
+        crate::campaign::queue_manual(&app.mailing(), now, unit.as_deref(), dry_run).await?;
+    if planned.is_empty() {
+        println!("没有需要提醒的单位。");
+        return Ok(());
+    }
+    for (unit, to, subject) in &planned {
+        println!(
+            "{}{unit} <{to}>：{subject}",
+            if dry_run { "（试运行）" } else { "" }
+        );
+    }
+    if dry_run {
+        println!("试运行：共 {} 封，未发送。", planned.len());
+        return Ok(());
+    }
+    if app.mailer.is_none() {
+        return Err(CliError::config(
+            "smtp",
+            "缺少 [smtp]，邮件已排队但无法发送",
+        ));
+    }
+    let handled = app.send_queued(SendUntil::NothingDue).await?;
+    println!("已处理 {handled} 封邮件。");
+    Ok(())
+}
+
+/// A local time `2007-05-19 10:30` in the campaign's time zone.
+fn parse_local(config: &Config, text: &str) -> Option<i64> {
+    let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M").ok()?;
+    config
+        .timezone()
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|d| d.timestamp())
+}

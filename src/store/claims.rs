@@ -1,0 +1,304 @@
+//! Processing a recorded message exactly once: claim it (a conditional
+//! UPDATE with a lease, atomic across workers and instances), keep the
+//! claim alive, then store what processing found in one transaction — or
+//! record the failure. Claims of workers that died are given back.
+
+use super::text::{MessageState, StoredText};
+use super::{Result, Store};
+use crate::parse::message::{Automation, MessageKind};
+
+/// A message claimed for processing.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: String,
+    pub archive_path: String,
+    pub original_name: Option<String>,
+    pub attempts: i64,
+}
+
+/// What processing found, ready to store.
+#[derive(Debug, Clone, Default)]
+pub struct Processed {
+    pub from_addr: Option<String>,
+    pub from_name: Option<String>,
+    pub subject: Option<String>,
+    pub date_header: Option<String>,
+    pub kind: MessageKind,
+    /// What makes the message automatic, read once when it was parsed.
+    pub automation: Automation,
+    pub sender_unit: Option<String>,
+    pub needs_review: bool,
+    pub report: String,
+    pub attachments: Vec<AttachmentRow>,
+    pub registrations: Vec<RegistrationRow>,
+    pub problems: Vec<ProblemRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttachmentRow {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    pub format: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrationRow {
+    pub unit_id: Option<String>,
+    pub matched_by: Option<String>,
+    pub source_name: String,
+    pub fields: String,
+    pub fingerprint: String,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProblemRow {
+    pub field: Option<String>,
+    pub code: String,
+    pub text: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: String,
+    claimed_by: String,
+}
+
+impl Store {
+    /// Claims one message for processing: a pending one, one whose claim
+    /// expired (its worker died), or a transient failure due for retry. The
+    /// conditional UPDATE makes the claim atomic across workers and
+    /// instances.
+    pub async fn claim_next(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_seconds: i64,
+        max_attempts: i64,
+    ) -> Result<Option<Claimed>> {
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM message
+             WHERE state = 'pending'
+                OR (state = 'processing' AND claimed_until < $1)
+                OR (state = 'retry' AND retry_at <= $1 AND attempts < $2)
+             ORDER BY received_at, id LIMIT 8",
+        )
+        .bind(now)
+        .bind(max_attempts)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in candidates {
+            let taken = sqlx::query(
+                "UPDATE message SET state = 'processing', claimed_by = $2, claimed_until = $3, attempts = attempts + 1
+                 WHERE id = $1 AND (state = 'pending'
+                    OR (state = 'processing' AND claimed_until < $4)
+                    OR (state = 'retry' AND retry_at <= $4 AND attempts < $5))",
+            )
+            .bind(&id)
+            .bind(worker)
+            .bind(now + lease_seconds)
+            .bind(now)
+            .bind(max_attempts)
+            .execute(&self.pool)
+            .await?;
+            if taken.rows_affected() == 1 {
+                let claimed = sqlx::query_as(
+                    "SELECT id, archive_path, original_name, attempts FROM message WHERE id = $1",
+                )
+                .bind(&id)
+                .fetch_one(&self.pool)
+                .await?;
+                return Ok(Some(claimed));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores what processing found and marks the message done, in one
+    /// transaction, if `worker` still holds the claim. Earlier results of
+    /// the message (a reprocess) are replaced. Returns false when the claim
+    /// was lost (another worker took over after the lease ran out).
+    pub async fn finish(&self, id: &str, worker: &str, now: i64, p: &Processed) -> Result<bool> {
+        let automation = serde_json::to_string(&p.automation).unwrap_or_else(|_| "{}".into());
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query(
+            "UPDATE message SET state = 'done', claimed_by = NULL, claimed_until = NULL, last_error = NULL, retry_at = NULL,
+                from_addr = $3, from_name = $4, subject = $5, date_header = $6, kind = $7, sender_unit = $8,
+                needs_review = $9, processed_at = $10, report = $11, automation = $12
+             WHERE id = $1 AND state = 'processing' AND claimed_by = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(p.from_addr.as_deref())
+        .bind(p.from_name.as_deref())
+        .bind(p.subject.as_deref())
+        .bind(p.date_header.as_deref())
+        .bind(p.kind.as_text())
+        .bind(p.sender_unit.as_deref())
+        .bind(i32::from(p.needs_review))
+        .bind(now)
+        .bind(p.report.as_str())
+        .bind(automation)
+        .execute(&mut *tx)
+        .await?;
+        if held.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM attachment WHERE message = $1",
+            "DELETE FROM registration WHERE message = $1",
+            "DELETE FROM problem WHERE message = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        let received_at: i64 = sqlx::query_scalar("SELECT received_at FROM message WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        for (i, a) in p.attachments.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO attachment (message, idx, filename, content_type, size, sha256, format, outcome, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id)
+            .bind(i as i64)
+            .bind(a.filename.as_deref())
+            .bind(a.content_type.as_str())
+            .bind(a.size)
+            .bind(a.sha256.as_str())
+            .bind(a.format.as_str())
+            .bind(a.outcome.as_str())
+            .bind(a.detail.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (i, r) in p.registrations.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO registration (message, idx, unit_id, matched_by, source_name, fields, fingerprint, complete, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id)
+            .bind(i as i64)
+            .bind(r.unit_id.as_deref())
+            .bind(r.matched_by.as_deref())
+            .bind(r.source_name.as_str())
+            .bind(r.fields.as_str())
+            .bind(r.fingerprint.as_str())
+            .bind(i32::from(r.complete))
+            .bind(received_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (i, pr) in p.problems.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO problem (message, idx, field, code, text) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(i as i64)
+            .bind(pr.field.as_deref())
+            .bind(pr.code.as_str())
+            .bind(pr.text.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records a failure. A transient one is retried from `retry_at`; a
+    /// permanent one stays failed with its reason.
+    pub async fn fail(
+        &self,
+        id: &str,
+        worker: &str,
+        error: &str,
+        retry_at: Option<i64>,
+    ) -> Result<()> {
+        let state = if retry_at.is_some() {
+            MessageState::Retry
+        } else {
+            MessageState::Failed
+        };
+        sqlx::query(
+            "UPDATE message SET state = $3, last_error = $4, retry_at = $5, claimed_by = NULL, claimed_until = NULL
+             WHERE id = $1 AND claimed_by = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(state.as_text())
+        .bind(error)
+        .bind(retry_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks every processed message pending again (`reprocess`); returns
+    /// how many.
+    pub async fn requeue_all(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE message SET state = 'pending', attempts = 0, retry_at = NULL, claimed_by = NULL, claimed_until = NULL
+             WHERE state IN ('done', 'failed', 'retry')",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Extends `worker`'s claim on `id` to `until` (a heartbeat while a
+    /// long message is processed); false when the claim was lost.
+    pub async fn renew_claim(&self, id: &str, worker: &str, until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE message SET claimed_until = $3 WHERE id = $1 AND state = 'processing' AND claimed_by = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every message being processed: (id, worker).
+    pub async fn claims(&self) -> Result<Vec<(String, String)>> {
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "SELECT id, claimed_by FROM message WHERE state = 'processing' AND claimed_by IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.id, r.claimed_by)).collect())
+    }
+
+    /// Gives back the claim of a worker known to be dead, without waiting
+    /// for its lease to run out: the message is retried at once, or is
+    /// failed when it already had `max_attempts` tries (a message that
+    /// kills the service must not keep it in a restart loop). True when the
+    /// claim was still held by `worker`.
+    pub async fn release_claim(
+        &self,
+        id: &str,
+        worker: &str,
+        now: i64,
+        max_attempts: i64,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE message SET state = CASE WHEN attempts >= $4 THEN 'failed' ELSE 'retry' END,
+                retry_at = $3, last_error = $5, claimed_by = NULL, claimed_until = NULL
+             WHERE id = $1 AND state = 'processing' AND claimed_by = $2",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(now)
+        .bind(max_attempts)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,184 @@
+//! Reads of processed messages: the counts and the review list of
+//! `status`, and what a receipt needs to know about one message.
+
+use super::text::{MessageState, StoredText};
+use super::{Result, Store, json};
+use crate::parse::message::{Automation, MessageKind};
+
+/// Messages in all, those credited to no unit, and those that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct MessageCounts {
+    pub messages: i64,
+    pub unmatched: i64,
+    pub failed: i64,
+}
+
+/// A message waiting for a person: processed and marked for review, or
+/// failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewRow {
+    pub message_id: Option<String>,
+    pub from_addr: Option<String>,
+    pub subject: Option<String>,
+    pub received_at: i64,
+    pub state: MessageState,
+    pub last_error: Option<String>,
+    /// The code of the message's first problem.
+    pub first_problem: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ReviewDbRow {
+    id: String,
+    message_id: Option<String>,
+    from_addr: Option<String>,
+    subject: Option<String>,
+    received_at: i64,
+    state: String,
+    last_error: Option<String>,
+    first_problem: Option<String>,
+}
+
+/// What a receipt or a bounce needs to know about a processed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedMessage {
+    pub id: String,
+    pub kind: MessageKind,
+    pub from_addr: Option<String>,
+    pub subject: Option<String>,
+    pub message_id: Option<String>,
+    pub received_at: i64,
+    /// `None` for a message processed before this was recorded.
+    pub automation: Option<Automation>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProcessedDbRow {
+    id: String,
+    kind: Option<String>,
+    from_addr: Option<String>,
+    subject: Option<String>,
+    message_id: Option<String>,
+    received_at: i64,
+    automation: Option<String>,
+}
+
+/// One stored registration of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRegistration {
+    pub unit_id: Option<String>,
+    /// The registration in the parse contract's JSON shape.
+    pub fields: serde_json::Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct RegistrationDbRow {
+    idx: i64,
+    unit_id: Option<String>,
+    fields: String,
+}
+
+impl Store {
+    /// Messages in all, credited to no unit, failed: one statement.
+    pub async fn message_counts(&self) -> Result<MessageCounts> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM message) AS messages,
+                    (SELECT COUNT(*) FROM message m WHERE m.state = 'done'
+                       AND NOT EXISTS (SELECT 1 FROM registration r WHERE r.message = m.id AND r.unit_id IS NOT NULL)) AS unmatched,
+                    (SELECT COUNT(*) FROM message WHERE state = 'failed') AS failed",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Messages waiting for a person, oldest first.
+    pub async fn review_rows(&self) -> Result<Vec<ReviewRow>> {
+        let rows: Vec<ReviewDbRow> = sqlx::query_as(
+            "SELECT m.id, m.message_id, m.from_addr, m.subject, m.received_at, m.state, m.last_error,
+                    (SELECT p.code FROM problem p WHERE p.message = m.id ORDER BY p.idx LIMIT 1) AS first_problem
+             FROM message m
+             WHERE (m.state = 'done' AND m.needs_review = 1) OR m.state = 'failed'
+             ORDER BY m.received_at, m.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ReviewRow {
+                    state: MessageState::decode(&r.state, "message", &r.id, "state")?,
+                    message_id: r.message_id,
+                    from_addr: r.from_addr,
+                    subject: r.subject,
+                    received_at: r.received_at,
+                    last_error: r.last_error,
+                    first_problem: r.first_problem,
+                })
+            })
+            .collect()
+    }
+
+    /// A processed message, as a receipt or a bounce needs it.
+    pub async fn processed_message(&self, id: &str) -> Result<Option<ProcessedMessage>> {
+        let row: Option<ProcessedDbRow> = sqlx::query_as(
+            "SELECT id, kind, from_addr, subject, message_id, received_at, automation
+             FROM message WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        // A message recorded but not processed yet has no kind: it reads
+        // as a submission, as it would once processed.
+        let kind = match r.kind.as_deref() {
+            None => MessageKind::Submission,
+            Some(text) => MessageKind::decode(text, "message", &r.id, "kind")?,
+        };
+        let automation = r
+            .automation
+            .as_deref()
+            .map(|text| json(text, "message", r.id.as_str(), "automation"))
+            .transpose()?;
+        Ok(Some(ProcessedMessage {
+            id: r.id,
+            kind,
+            from_addr: r.from_addr,
+            subject: r.subject,
+            message_id: r.message_id,
+            received_at: r.received_at,
+            automation,
+        }))
+    }
+
+    /// A message's registrations, in order.
+    pub async fn registrations_of(&self, id: &str) -> Result<Vec<StoredRegistration>> {
+        let rows: Vec<RegistrationDbRow> = sqlx::query_as(
+            "SELECT idx, unit_id, fields FROM registration WHERE message = $1 ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredRegistration {
+                    fields: json(
+                        &r.fields,
+                        "registration",
+                        format!("{id}#{}", r.idx),
+                        "fields",
+                    )?,
+                    unit_id: r.unit_id,
+                })
+            })
+            .collect()
+    }
+
+    /// The texts of a message's problems, in order.
+    pub async fn problem_texts_of(&self, id: &str) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT text FROM problem WHERE message = $1 ORDER BY idx")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
