@@ -726,92 +726,7 @@ fn check_source(
 ) -> Result<Source, ConfigError> {
     let key = |k: &str| format!("source[{i}].{k}");
     let kind = match s.kind.as_str() {
-        "imap" => {
-            let host = s
-                .host
-                .clone()
-                .ok_or_else(|| ConfigError::new(key("host"), "IMAP 来源必须填写服务器地址"))?;
-            let tls = check_tls(&key("tls"), s.tls.as_deref(), &host)?;
-            let port = s
-                .port
-                .unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
-            let username = s.username.clone().ok_or_else(|| {
-                ConfigError::new(key("username"), "IMAP 来源必须填写用户名（邮箱地址）")
-            })?;
-            let password = check_secret(
-                &key("password_file"),
-                s.password_file.as_deref(),
-                s.password_env.as_deref(),
-                resolve,
-            )?
-            .ok_or_else(|| {
-                ConfigError::new(
-                    key("password_file"),
-                    "必须填写 password_file 或 password_env（163 邮箱请使用授权码）",
-                )
-            })?;
-            let poll_interval = duration_at_least(
-                &key("poll_interval"),
-                s.poll_interval.as_deref(),
-                Duration::from_secs(60),
-                5,
-                "应为“60s”“5m”这样的时长且不少于 5 秒",
-            )?;
-            let since = s
-                .since
-                .as_deref()
-                .map(|d| {
-                    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                        ConfigError::new(
-                            key("since"),
-                            format!("应为“2007-05-10”这样的日期，而不是“{d}”"),
-                        )
-                    })
-                })
-                .transpose()?;
-            let after_action = match s.after_action.as_deref().unwrap_or("none") {
-                "none" => AfterAction::None,
-                "flag" => {
-                    AfterAction::Flag(s.flag.clone().unwrap_or_else(|| "$XxdcRecorded".into()))
-                }
-                "move" => AfterAction::Move(s.move_to.clone().ok_or_else(|| {
-                    ConfigError::new(
-                        key("move_to"),
-                        "after_action = \"move\" 时必须填写目标文件夹 move_to",
-                    )
-                })?),
-                other => {
-                    return Err(ConfigError::new(
-                        key("after_action"),
-                        format!(
-                            "应为 none、flag 或 move，而不是“{other}”（默认 none，从不删除邮件）"
-                        ),
-                    ));
-                }
-            };
-            let timeout = duration_at_least(
-                &key("timeout"),
-                s.timeout.as_deref(),
-                Duration::from_secs(60),
-                1,
-                "应为“60s”这样的时长",
-            )?;
-            SourceKind::Imap(Box::new(ImapSettings {
-                host,
-                port,
-                tls,
-                ca_file: s.ca_file.as_deref().map(resolve),
-                username,
-                password,
-                mailbox: s.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
-                poll_interval,
-                since,
-                after_action,
-                send_id: s.send_id.unwrap_or(true),
-                idle: s.idle.unwrap_or(true),
-                timeout,
-            }))
-        }
+        "imap" => check_imap(&s, &key, resolve)?,
         "directory" => {
             let path = s
                 .path
@@ -840,6 +755,95 @@ fn check_source(
         return Err(ConfigError::new(key("name"), "不能为空"));
     }
     Ok(Source { name: s.name, kind })
+}
+
+/// An IMAP `[[source]]`; `key` names its keys in errors.
+fn check_imap(
+    s: &RawSource,
+    key: &dyn Fn(&str) -> String,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<SourceKind, ConfigError> {
+    let host = s
+        .host
+        .clone()
+        .ok_or_else(|| ConfigError::new(key("host"), "IMAP 来源必须填写服务器地址"))?;
+    let tls = check_tls(&key("tls"), s.tls.as_deref(), &host)?;
+    let port = s
+        .port
+        .unwrap_or(if tls == Tls::Implicit { 993 } else { 143 });
+    let username = s
+        .username
+        .clone()
+        .ok_or_else(|| ConfigError::new(key("username"), "IMAP 来源必须填写用户名（邮箱地址）"))?;
+    let password = check_secret(
+        &key("password_file"),
+        s.password_file.as_deref(),
+        s.password_env.as_deref(),
+        resolve,
+    )?
+    .ok_or_else(|| {
+        ConfigError::new(
+            key("password_file"),
+            "必须填写 password_file 或 password_env（163 邮箱请使用授权码）",
+        )
+    })?;
+    let poll_interval = duration_at_least(
+        &key("poll_interval"),
+        s.poll_interval.as_deref(),
+        Duration::from_secs(60),
+        5,
+        "应为“60s”“5m”这样的时长且不少于 5 秒",
+    )?;
+    let since = s
+        .since
+        .as_deref()
+        .map(|d| {
+            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                ConfigError::new(
+                    key("since"),
+                    format!("应为“2007-05-10”这样的日期，而不是“{d}”"),
+                )
+            })
+        })
+        .transpose()?;
+    let after_action = match s.after_action.as_deref().unwrap_or("none") {
+        "none" => AfterAction::None,
+        "flag" => AfterAction::Flag(s.flag.clone().unwrap_or_else(|| "$XxdcRecorded".into())),
+        "move" => AfterAction::Move(s.move_to.clone().ok_or_else(|| {
+            ConfigError::new(
+                key("move_to"),
+                "after_action = \"move\" 时必须填写目标文件夹 move_to",
+            )
+        })?),
+        other => {
+            return Err(ConfigError::new(
+                key("after_action"),
+                format!("应为 none、flag 或 move，而不是“{other}”（默认 none，从不删除邮件）"),
+            ));
+        }
+    };
+    let timeout = duration_at_least(
+        &key("timeout"),
+        s.timeout.as_deref(),
+        Duration::from_secs(60),
+        1,
+        "应为“60s”这样的时长",
+    )?;
+    Ok(SourceKind::Imap(Box::new(ImapSettings {
+        host,
+        port,
+        tls,
+        ca_file: s.ca_file.as_deref().map(resolve),
+        username,
+        password,
+        mailbox: s.mailbox.clone().unwrap_or_else(|| "INBOX".into()),
+        poll_interval,
+        since,
+        after_action,
+        send_id: s.send_id.unwrap_or(true),
+        idle: s.idle.unwrap_or(true),
+        timeout,
+    })))
 }
 
 fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, ConfigError> {

@@ -1477,3 +1477,45 @@ fn unknown_limit_keys_are_config_errors() {
     assert!(run.stderr.contains("max_page"), "{}", run.stderr);
     assert!(run.reports.is_empty());
 }
+
+/// The sandbox child is started with typed arguments; one it cannot take
+/// (here: a memory limit that is not a number, read limits with a key
+/// missing, an unknown format) is refused with a clear message and exit
+/// code 64, which the parent records as the attachment's error, instead
+/// of reading the attachment under a limit nobody chose.
+#[test]
+fn sandbox_child_refuses_arguments_it_cannot_take() {
+    let limits = r#"{"max_cells":20000,"max_part_bytes":52428800,"max_total_bytes":209715200,"max_zip_entries":10000,"max_pages":20}"#;
+    let cases: [[&str; 4]; 4] = [
+        ["xlsx", limits, "lots", "20"],
+        ["xlsx", r#"{"max_cells":20000}"#, "1024", "20"],
+        ["xlsx", limits, "1024", "0"],
+        ["spreadsheet", limits, "1024", "20"],
+    ];
+    for args in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_xxdc-intake"))
+            .arg("__read")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the child");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("附件读取进程的参数有误："),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: nothing read");
+    }
+    // The same arguments, well formed, are taken.
+    let out = Command::new(env!("CARGO_BIN_EXE_xxdc-intake"))
+        .args(["__read", "text", limits, "1024", "20"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

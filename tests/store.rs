@@ -53,7 +53,41 @@ db::both!(
     migrations_are_idempotent,
     directory_source_end_to_end,
     leftover_in_taking_is_not_replaced,
+    a_corrupt_stored_row_is_an_error_naming_it,
 );
+
+/// A registration whose stored JSON no longer decodes (a hand edit, a bad
+/// restore) must not read as an empty registration: the read fails and
+/// names the row.
+async fn a_corrupt_stored_row_is_an_error_naming_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::open(&db.url).await.expect("open");
+    store.record_message(&new_message("m1", T0)).await.unwrap();
+    store
+        .claim_next("w", T0, 60, 5)
+        .await
+        .unwrap()
+        .expect("claim");
+    let mut broken = processed(1, 0, 0);
+    broken.registrations[0].fields = "{\"leader\": ".into();
+    assert!(store.finish("m1", "w", T0, &broken).await.unwrap());
+    let error = store
+        .unit_progress(&["unit0"], "c")
+        .await
+        .expect_err("a corrupt row is an error");
+    let text = error.to_string();
+    assert!(
+        matches!(
+            &error,
+            xxdc_intake::store::StoreError::Corrupt { table: "registration", column: "fields", key, .. }
+                if key == "m1#0"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("m1#0"), "{text}");
+    let error = store.registrations_of("m1").await.expect_err("and here");
+    assert!(error.to_string().contains("m1#0"), "{error}");
+}
 
 fn new_message(id: &str, received_at: i64) -> NewMessage<'_> {
     NewMessage {

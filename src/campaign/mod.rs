@@ -623,28 +623,16 @@ mod tests {
             &message(MessageKind::Bounce, "obj@yj.gov.cn", person.clone()),
             ours
         ));
-        for automation in [
-            Automation {
-                list: true,
-                ..Default::default()
-            },
-            Automation {
-                bulk: true,
-                ..Default::default()
-            },
-            Automation {
-                auto_submitted: true,
-                ..Default::default()
-            },
-            Automation {
-                robot_sender: true,
-                ..Default::default()
-            },
-            Automation {
-                ours: true,
-                ..Default::default()
-            },
-        ] {
+        let set: [fn(&mut Automation); 5] = [
+            |a| a.list = true,
+            |a| a.bulk = true,
+            |a| a.auto_submitted = true,
+            |a| a.robot_sender = true,
+            |a| a.ours = true,
+        ];
+        for flag in set {
+            let mut automation = Automation::default();
+            flag(&mut automation);
             let m = message(
                 MessageKind::Submission,
                 "a@yj.gov.cn",

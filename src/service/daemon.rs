@@ -235,7 +235,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready_rx) = mpsc::unbounded_channel();
     let ctx = SourceCtx {
         intake: Arc::clone(&app.intake),
         clock: app.clock.clone(),
@@ -266,38 +266,8 @@ pub async fn run(
     for source in app.config.sources.clone() {
         tasks.push(tokio::spawn(sources::run(source, ctx.clone())));
     }
-    // READY=1 once every source has polled successfully, from a task of
-    // its own: a backlog being processed must not hold READY back (systemd
-    // would kill a start that takes longer than TimeoutStartSec).
-    let expected = app.config.sources.len();
-    let readiness = tokio::spawn(async move {
-        let mut ready_sources = std::collections::HashSet::new();
-        while ready_sources.len() < expected {
-            match ready_rx.recv().await {
-                Some(name) => {
-                    ready_sources.insert(name);
-                }
-                None => return,
-            }
-        }
-        notify(&[
-            NotifyState::Ready,
-            NotifyState::Status("已连接所有邮件来源，正在收取"),
-        ]);
-        tracing::info!("ready");
-    });
-    // The watchdog is fed from a task of its own: processing one message
-    // may take minutes (a child timeout per attachment) and must not look
-    // like a hang. A wedged runtime still stops the pings.
-    let watchdog = sd_notify::watchdog_enabled().map(|period| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                tick.tick().await;
-                notify(&[NotifyState::Watchdog]);
-            }
-        })
-    });
+    let readiness = tokio::spawn(announce_ready(app.config.sources.len(), ready_rx));
+    let watchdog = sd_notify::watchdog_enabled().map(|period| tokio::spawn(feed_watchdog(period)));
     let mut poll_tick = tokio::time::interval(Duration::from_secs(5));
     // Looked at in several places: once complete it stays complete (an
     // `async fn` must not be polled again after it finished).
@@ -316,16 +286,7 @@ pub async fn run(
             break 'service;
         }
         app.mail_tick(&processed).await;
-        if let Ok(counts) = app.intake.store().count_by_state().await {
-            let summary: Vec<String> = counts
-                .iter()
-                .map(|(s, n)| format!("{} {n}", s.as_str()))
-                .collect();
-            notify(&[NotifyState::Status(&format!(
-                "邮件：{}",
-                summary.join("，")
-            ))]);
-        }
+        notify_counts(&app).await;
     }
     readiness.abort();
     notify(&[NotifyState::Stopping]);
@@ -338,6 +299,52 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// READY=1 once every one of `expected` sources has polled successfully,
+/// from a task of its own: a backlog being processed must not hold READY
+/// back (systemd would kill a start that takes longer than
+/// TimeoutStartSec).
+async fn announce_ready(expected: usize, mut ready_rx: mpsc::UnboundedReceiver<String>) {
+    let mut ready_sources = std::collections::HashSet::new();
+    while ready_sources.len() < expected {
+        match ready_rx.recv().await {
+            Some(name) => {
+                ready_sources.insert(name);
+            }
+            None => return,
+        }
+    }
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status("已连接所有邮件来源，正在收取"),
+    ]);
+    tracing::info!("ready");
+}
+
+/// Feeds the watchdog from a task of its own: processing one message may
+/// take minutes (a child timeout per attachment) and must not look like a
+/// hang. A wedged runtime still stops the pings.
+async fn feed_watchdog(period: Duration) {
+    let mut tick = tokio::time::interval(period / 2);
+    loop {
+        tick.tick().await;
+        notify(&[NotifyState::Watchdog]);
+    }
+}
+
+/// The messages by state, as the service's STATUS line.
+async fn notify_counts(app: &App) {
+    if let Ok(counts) = app.intake.store().count_by_state().await {
+        let summary: Vec<String> = counts
+            .iter()
+            .map(|(s, n)| format!("{} {n}", s.as_str()))
+            .collect();
+        notify(&[NotifyState::Status(&format!(
+            "邮件：{}",
+            summary.join("，")
+        ))]);
+    }
 }
 
 fn notify(states: &[NotifyState<'_>]) {
