@@ -104,11 +104,19 @@ async fn seed(store: &Store, units: usize) {
             in_reply_to: None,
             attachment: None,
         };
-        let row = outbox::queue(store, &mail, "163.com", T0)
+        outbox::queue(store, &mail, "163.com", T0)
             .await
             .expect("queue")
             .expect("queued");
-        outbox::mark_sent(store, &row, T0 + 60).await.expect("sent");
+        let taken = outbox::claim_next(store, "w", T0 + 60, 300)
+            .await
+            .expect("claim")
+            .expect("due");
+        assert!(
+            outbox::mark_sent(store, &taken.id, "w", T0 + 60)
+                .await
+                .expect("sent")
+        );
     }
 }
 

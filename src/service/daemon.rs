@@ -16,7 +16,9 @@ use sd_notify::NotifyState;
 use tokio::sync::{mpsc, watch};
 
 use crate::campaign::mailer::Mailer;
+use crate::campaign::sending::{Sender, send_step};
 use crate::campaign::templates::Templates;
+use crate::campaign::{Letters, Mailing};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::parse::pipeline::Pipeline;
@@ -34,7 +36,8 @@ pub struct App {
     pub roster: Option<Roster>,
     pub intake: Arc<Intake>,
     pub clock: Clock,
-    pub templates: Templates,
+    /// What the campaign's mail is written from (templates, roster, us).
+    pub letters: Arc<Letters>,
     /// `None` without `[smtp]`: nothing is sent, receipts are not queued.
     pub mailer: Option<Mailer>,
 }
@@ -79,7 +82,24 @@ impl App {
             isolation,
             config.limits,
         );
-        let intake = Intake::new(
+        let templates = Templates::load(&config.mailing.templates_dir)?;
+        let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+        // Without `[smtp]` mail can still be planned and queued (our
+        // address is then unknown and Message-IDs use `localhost`), but
+        // nothing is sent and no receipt is written.
+        let letters = Arc::new(Letters {
+            config: config.clone(),
+            roster: roster.clone(),
+            templates,
+            our_address: mailer
+                .as_ref()
+                .map(Mailer::from_address)
+                .unwrap_or_default(),
+            domain: mailer
+                .as_ref()
+                .map_or_else(|| "localhost".into(), |m| m.domain.clone()),
+        });
+        let mut intake = Intake::new(
             store,
             Archive::new(&config.archive_dir),
             Arc::new(pipeline),
@@ -88,36 +108,24 @@ impl App {
                 ..IntakeSettings::default()
             },
         );
-        let templates = Templates::load(&config.mailing.templates_dir)?;
-        let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+        if mailer.is_some() {
+            intake = intake.with_follow_up(Arc::clone(&letters));
+        }
         Ok(Self {
             config,
             roster,
             intake: Arc::new(intake),
             clock,
-            templates,
+            letters,
             mailer,
         })
     }
 
-    /// What the campaign's mailing steps need. Without `[smtp]` mail can
-    /// still be planned and queued (our address is then unknown and
-    /// Message-IDs use `localhost`), but nothing is sent.
-    pub fn mailing(&self) -> crate::campaign::Mailing<'_> {
-        crate::campaign::Mailing {
+    /// What the campaign's mailing steps need.
+    pub fn mailing(&self) -> Mailing<'_> {
+        Mailing {
             store: self.intake.store(),
-            config: &self.config,
-            roster: self.roster.as_ref(),
-            templates: &self.templates,
-            our_address: self
-                .mailer
-                .as_ref()
-                .map(Mailer::from_address)
-                .unwrap_or_default(),
-            domain: self
-                .mailer
-                .as_ref()
-                .map_or_else(|| "localhost".into(), |m| m.domain.clone()),
+            letters: &self.letters,
         }
     }
 
@@ -147,21 +155,16 @@ impl App {
         done
     }
 
-    /// Receipts and bounce handling for newly processed messages, the
-    /// reminders and the overdue list that are due, then paced sending of
-    /// whatever is queued. Mail problems are logged, never fatal.
-    pub async fn mail_tick(&self, processed: &[String]) {
-        // Without a way to send, no receipt or reminder is queued either.
+    /// The reminders and the overdue list that are due, then paced
+    /// sending of whatever is queued (receipts were queued with each
+    /// message's results). Mail problems are logged, never fatal.
+    pub async fn mail_tick(&self) {
+        // Without a way to send, no reminder is queued either.
         if self.mailer.is_none() {
             return;
         }
         let m = self.mailing();
         let now = self.clock.now();
-        for id in processed {
-            if let Err(e) = crate::campaign::after_processing(&m, id, now).await {
-                tracing::warn!(message = %id, error = %e, "receipt or bounce handling failed");
-            }
-        }
         if let Some(c) = &self.config.campaign {
             if self.config.mailing.reminders_enabled
                 && let Err(e) = crate::campaign::queue_reminders(&m, now, None).await
@@ -193,19 +196,24 @@ impl App {
             return Ok(0);
         };
         let store = self.intake.store();
+        let sender = Sender {
+            store,
+            mailer,
+            pacing: smtp.pacing,
+            owner: self.intake.worker(),
+            lease: i64::try_from(self.config.claim_lease.as_secs()).unwrap_or(300),
+        };
         let mut handled = 0;
         loop {
             let now = self.clock.now();
             let day = crate::campaign::day_start(&self.config, now);
-            if crate::campaign::send_step(store, mailer, smtp.pacing, now, day).await? {
+            if send_step(sender, now, day).await? {
                 handled += 1;
                 continue;
             }
             // Nothing due now: a mail waiting for its retry is left to the
             // service, rather than holding a command for hours.
-            if until == SendUntil::Paced
-                || crate::store::outbox::next_due(store, now).await?.is_none()
-            {
+            if until == SendUntil::Paced || !crate::store::outbox::any_due(store, now).await? {
                 return Ok(handled);
             }
             // Due but paced: wait a little.
@@ -257,7 +265,7 @@ pub async fn run(
             }
         }
         let processed = app.process_pending(None).await;
-        app.mail_tick(&processed).await;
+        app.mail_tick().await;
         tracing::info!(processed = processed.len(), "pass finished");
         return Ok(());
     }
@@ -281,11 +289,11 @@ pub async fn run(
         }
         // Process one message at a time; a stop request is looked at
         // between messages, so it waits for at most the current one.
-        let processed = app.process_pending(Some(&mut shutdown)).await;
+        app.process_pending(Some(&mut shutdown)).await;
         if (&mut shutdown).now_or_never().is_some() {
             break 'service;
         }
-        app.mail_tick(&processed).await;
+        app.mail_tick().await;
         notify_counts(&app).await;
     }
     readiness.abort();

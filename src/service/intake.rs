@@ -15,6 +15,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+use crate::campaign::Letters;
 use crate::parse::pipeline::Pipeline;
 use crate::parse::problems::Code;
 use crate::parse::report::ParseReport;
@@ -103,6 +104,9 @@ pub struct Intake {
     unflushed: AtomicU64,
     /// A background flush is running.
     flushing: Arc<AtomicBool>,
+    /// Writes a processed message's receipt or bounce mark with its
+    /// results; `None` when no mail is sent (no `[smtp]`).
+    letters: Option<Arc<Letters>>,
 }
 
 impl Intake {
@@ -127,7 +131,21 @@ impl Intake {
             arrived: Notify::new(),
             unflushed: AtomicU64::new(0),
             flushing: Arc::new(AtomicBool::new(false)),
+            letters: None,
         }
+    }
+
+    /// Processed messages leave their receipt (or a bounce its mark) in
+    /// the same transaction as their results, written from `letters`.
+    pub fn with_follow_up(mut self, letters: Arc<Letters>) -> Self {
+        self.letters = Some(letters);
+        self
+    }
+
+    /// This process's claim owner (`host-pid-random`), for messages and
+    /// outbox rows.
+    pub fn worker(&self) -> &str {
+        &self.worker
     }
 
     pub fn store(&self) -> &Store {
@@ -331,16 +349,26 @@ impl Intake {
             }
         };
         let processed = to_rows(&report, self.pipeline.required());
-        if self
+        let follow_up = self
+            .letters
+            .as_ref()
+            .map(|l| l.follow_up(&report, &claimed, now))
+            .unwrap_or_default();
+        match self
             .store
-            .finish(&claimed.id, &self.worker, now, &processed)
+            .finish_with(&claimed.id, &self.worker, now, &processed, &follow_up)
             .await?
         {
-            Ok(Step::Processed { id: claimed.id })
-        } else {
+            Some(finished) => {
+                if let Some(sent) = &finished.bounced {
+                    tracing::warn!(message = %claimed.id, mail = %sent.id, unit = %sent.unit_key,
+                        "our mail bounced; no further reminders to that address");
+                }
+                Ok(Step::Processed { id: claimed.id })
+            }
             // The lease ran out and another worker took the message: its
             // result counts, ours is dropped.
-            Ok(Step::Idle)
+            None => Ok(Step::Idle),
         }
     }
 
@@ -377,6 +405,12 @@ impl Intake {
         }
         let host = hostname();
         let mut released = 0;
+        for owner in crate::store::outbox::owners(&self.store).await? {
+            if worker_is_dead(&owner, &host) {
+                let n = crate::store::outbox::release_claims_of(&self.store, &owner).await?;
+                tracing::warn!(owner = %owner, mails = n, "mail claims of a stopped process given back; each may be sent twice");
+            }
+        }
         for (id, worker) in self.store.claims().await? {
             if !worker_is_dead(&worker, &host) {
                 continue;

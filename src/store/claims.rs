@@ -3,9 +3,10 @@
 //! claim alive, then store what processing found in one transaction — or
 //! record the failure. Claims of workers that died are given back.
 
+use super::outbox::{self, NewMail, Sent};
 use super::text::{MessageState, StoredText};
 use super::{Result, Store};
-use crate::parse::message::{Automation, MessageKind};
+use crate::parse::message::{Automation, MessageKind, Returned};
 
 /// A message claimed for processing.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -14,6 +15,41 @@ pub struct Claimed {
     pub archive_path: String,
     pub original_name: Option<String>,
     pub attempts: i64,
+    /// The Message-ID read when the message was recorded.
+    pub message_id: Option<String>,
+    pub received_at: i64,
+}
+
+/// What a processed message leaves for the campaign: written in the same
+/// transaction as its results, so that whatever stops the process, every
+/// processed message has its receipt and every bounce its mark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowUp {
+    pub receipt: Option<Receipt>,
+    /// A bounce's references to our mail, in order: the first that names
+    /// an outbox row marks that row's address undeliverable.
+    pub bounced: Vec<Returned>,
+}
+
+/// A receipt (回执) to queue with a message's results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub mail: NewMail,
+    /// The domain of its Message-ID.
+    pub domain: String,
+    /// Not queued when the message replies to one of these Message-IDs
+    /// and it is one of ours: an auto-responder that does not say so
+    /// (answering it could go on forever).
+    pub unless_replying_to: Vec<String>,
+}
+
+/// What `finish` wrote besides the results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// The receipt was queued now.
+    pub receipt_queued: bool,
+    /// The outbox row a bounce named; its address is now undeliverable.
+    pub bounced: Option<Sent>,
 }
 
 /// What processing found, ready to store.
@@ -107,7 +143,8 @@ impl Store {
             .await?;
             if taken.rows_affected() == 1 {
                 let claimed = sqlx::query_as(
-                    "SELECT id, archive_path, original_name, attempts FROM message WHERE id = $1",
+                    "SELECT id, archive_path, original_name, attempts, message_id, received_at
+                     FROM message WHERE id = $1",
                 )
                 .bind(&id)
                 .fetch_one(&self.pool)
@@ -123,6 +160,23 @@ impl Store {
     /// the message (a reprocess) are replaced. Returns false when the claim
     /// was lost (another worker took over after the lease ran out).
     pub async fn finish(&self, id: &str, worker: &str, now: i64, p: &Processed) -> Result<bool> {
+        Ok(self
+            .finish_with(id, worker, now, p, &FollowUp::default())
+            .await?
+            .is_some())
+    }
+
+    /// [`Store::finish`], writing the message's follow-up (its receipt, a
+    /// bounce's mark) in the same transaction; `None` when the claim was
+    /// lost.
+    pub async fn finish_with(
+        &self,
+        id: &str,
+        worker: &str,
+        now: i64,
+        p: &Processed,
+        follow_up: &FollowUp,
+    ) -> Result<Option<Finished>> {
         let automation = serde_json::to_string(&p.automation).unwrap_or_else(|_| "{}".into());
         let mut tx = self.pool.begin().await?;
         let held = sqlx::query(
@@ -147,7 +201,7 @@ impl Store {
         .await?;
         if held.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
         for sql in [
             "DELETE FROM attachment WHERE message = $1",
@@ -206,8 +260,32 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let mut finished = Finished::default();
+        if let Some(r) = &follow_up.receipt
+            && !outbox::any_ours(&mut tx, &r.unless_replying_to).await?
+        {
+            finished.receipt_queued = outbox::insert(&mut tx, &r.mail, &r.domain, now)
+                .await?
+                .is_some();
+        }
+        for reference in &follow_up.bounced {
+            if let Some(sent) = outbox::returned(&mut tx, reference).await? {
+                let unit = (!sent.unit_key.is_empty()).then_some(sent.unit_key.as_str());
+                outbox::insert_undeliverable(
+                    &mut tx,
+                    &sent.to_addr,
+                    unit,
+                    Some(&sent.id),
+                    "退信",
+                    now,
+                )
+                .await?;
+                finished.bounced = Some(sent);
+                break;
+            }
+        }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(finished))
     }
 
     /// Records a failure. A transient one is retried from `retry_at`; a

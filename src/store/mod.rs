@@ -27,7 +27,9 @@ mod text;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
-pub use claims::{AttachmentRow, Claimed, ProblemRow, Processed, RegistrationRow};
+pub use claims::{
+    AttachmentRow, Claimed, Finished, FollowUp, ProblemRow, Processed, Receipt, RegistrationRow,
+};
 pub use ledger::{MailboxKey, NewMessage, Recorded};
 pub use messages::{MessageCounts, ProcessedMessage, ReviewRow, StoredRegistration};
 pub use sources::{Lease, SourceState};

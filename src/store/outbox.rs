@@ -14,6 +14,7 @@ use base64::Engine as _;
 
 use super::text::StoredText;
 use super::{Result, Store, StoreError};
+use crate::parse::message::Returned;
 
 /// The kinds of mail we send; the name is also the stem of the mail's
 /// template files (`config/templates/ack.subject`, `ack.txt` …).
@@ -64,6 +65,8 @@ pub enum OutboxState {
     Missed,
     /// Written, not sent yet (or waiting for a retry).
     Queued,
+    /// Taken by a sender (`claimed_by`) until `claimed_until`.
+    Sending,
     Sent,
 }
 
@@ -76,6 +79,7 @@ impl OutboxState {
 impl StoredText for OutboxState {
     const ALL: &'static [Self] = &[
         Self::Queued,
+        Self::Sending,
         Self::Sent,
         Self::Failed,
         Self::Cancelled,
@@ -85,6 +89,7 @@ impl StoredText for OutboxState {
     fn as_text(self) -> &'static str {
         match self {
             Self::Queued => "queued",
+            Self::Sending => "sending",
             Self::Sent => "sent",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -269,6 +274,17 @@ pub async fn queue(
     domain: &str,
     now: i64,
 ) -> Result<Option<String>> {
+    let mut conn = store.pool.acquire().await?;
+    insert(&mut conn, mail, domain, now).await
+}
+
+/// [`queue`] on a connection or in a transaction.
+pub(super) async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    mail: &NewMail,
+    domain: &str,
+    now: i64,
+) -> Result<Option<String>> {
     let id = row_id(now);
     let message_id = format!("<xxdc-{id}@{domain}>");
     let (att_name, att_b64) = match &mail.attachment {
@@ -297,7 +313,7 @@ pub async fn queue(
     .bind(att_name)
     .bind(att_b64.as_deref())
     .bind(now)
-    .execute(&store.pool)
+    .execute(&mut *conn)
     .await?;
     Ok((done.rows_affected() == 1).then_some(id))
 }
@@ -326,38 +342,144 @@ pub async fn record_missed(
     Ok(())
 }
 
-/// The next mail due for sending, oldest first.
-pub async fn next_due(store: &Store, now: i64) -> Result<Option<Mail>> {
-    let row: Option<MailRow> = sqlx::query_as(
-        "SELECT id, campaign, unit_key, slot, kind, to_addr, subject, body, message_id, in_reply_to,
-                attachment_name, attachment_b64, attempts, created_at
-         FROM outbox WHERE state = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
-         ORDER BY created_at, id LIMIT 1",
-    )
+/// Rows a sender may take now: queued and due, or taken by a sender whose
+/// lease ran out (it died, maybe after the server took the mail).
+const TAKEABLE: &str = "(state = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1))
+     OR (state = 'sending' AND claimed_until < $1)";
+
+/// Takes the next mail due for sending, oldest first, for `owner` until
+/// `now + lease`: one conditional UPDATE, so two senders never take the
+/// same row. A row taken again after its sender's lease ran out is
+/// counted as a possible resend (same Message-ID).
+pub async fn claim_next(store: &Store, owner: &str, now: i64, lease: i64) -> Result<Option<Mail>> {
+    let candidates: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM outbox WHERE {TAKEABLE} ORDER BY created_at, id LIMIT 8"
+    )))
     .bind(now)
-    .fetch_optional(&store.pool)
+    .fetch_all(&store.pool)
     .await?;
-    row.map(Mail::try_from).transpose()
-}
-
-pub async fn mark_sent(store: &Store, id: &str, now: i64) -> Result<()> {
-    sqlx::query("UPDATE outbox SET state = 'sent', sent_at = $2, attempts = attempts + 1, last_error = NULL WHERE id = $1")
-        .bind(id)
+    for id in candidates {
+        let taken = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET resends = resends + CASE WHEN state = 'sending' THEN 1 ELSE 0 END,
+                state = 'sending', claimed_by = $2, claimed_until = $3
+             WHERE id = $4 AND ({TAKEABLE})"
+        )))
         .bind(now)
+        .bind(owner)
+        .bind(now + lease)
+        .bind(&id)
         .execute(&store.pool)
         .await?;
-    Ok(())
+        if taken.rows_affected() == 1 {
+            let row: MailRow = sqlx::query_as(
+                "SELECT id, campaign, unit_key, slot, kind, to_addr, subject, body, message_id, in_reply_to,
+                        attachment_name, attachment_b64, attempts, created_at
+                 FROM outbox WHERE id = $1",
+            )
+            .bind(&id)
+            .fetch_one(&store.pool)
+            .await?;
+            return Mail::try_from(row).map(Some);
+        }
+    }
+    Ok(None)
 }
 
-/// A transient failure: try again at `retry_at`.
-pub async fn mark_retry(store: &Store, id: &str, error: &str, retry_at: i64) -> Result<()> {
-    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .bind(retry_at)
-        .execute(&store.pool)
-        .await?;
-    Ok(())
+/// Whether some mail is due for sending at `now` (queued and due, or
+/// taken by a sender whose lease ran out).
+pub async fn any_due(store: &Store, now: i64) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM outbox WHERE {TAKEABLE}"
+    )))
+    .bind(now)
+    .fetch_one(&store.pool)
+    .await?;
+    Ok(n > 0)
+}
+
+/// Sent: only if `owner` still holds the row; false when its claim was
+/// lost (another sender took it after the lease).
+pub async fn mark_sent(store: &Store, id: &str, owner: &str, now: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = 'sent', sent_at = $3, attempts = attempts + 1, last_error = NULL,
+            claimed_by = NULL, claimed_until = NULL
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(now)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A transient failure: queued again, tried at `retry_at`.
+pub async fn mark_retry(
+    store: &Store,
+    id: &str,
+    owner: &str,
+    error: &str,
+    retry_at: i64,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = 'queued', attempts = attempts + 1, last_error = $3, next_attempt_at = $4,
+            claimed_by = NULL, claimed_until = NULL
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(error)
+    .bind(retry_at)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A permanent failure (5xx): never retried, shown in `status`.
+pub async fn mark_failed(store: &Store, id: &str, owner: &str, error: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $3,
+            claimed_by = NULL, claimed_until = NULL
+         WHERE id = $1 AND state = 'sending' AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(error)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Gives back, without waiting for the lease, the rows taken by a sender
+/// known to be dead: they are due again at once (a possible resend,
+/// counted when taken). Returns how many.
+pub async fn release_claims_of(store: &Store, owner: &str) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE outbox SET claimed_until = 0 WHERE state = 'sending' AND claimed_by = $1",
+    )
+    .bind(owner)
+    .execute(&store.pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Every sender holding a row: for releasing those of dead processes.
+pub async fn owners(store: &Store) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT claimed_by FROM outbox WHERE state = 'sending' AND claimed_by IS NOT NULL",
+    )
+    .fetch_all(&store.pool)
+    .await?)
+}
+
+/// Mails taken again after their sender stopped mid-send: each may have
+/// reached its recipient twice (same Message-ID), for `status`.
+pub async fn resends(store: &Store) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(SUM(resends), 0) FROM outbox")
+            .fetch_one(&store.pool)
+            .await?,
+    )
 }
 
 /// The server asked us to slow down: nothing queued is tried before
@@ -407,21 +529,6 @@ pub async fn cancel_reminders_to_undeliverable(store: &Store) -> Result<u64> {
     Ok(done.rows_affected())
 }
 
-/// Whether `message_id` (`<…>`) is one of the mails we sent.
-pub async fn is_ours(store: &Store, message_id: &str) -> Result<bool> {
-    Ok(by_message_id(store, message_id).await?.is_some())
-}
-
-/// A permanent failure (5xx): never retried, shown in `status`.
-pub async fn mark_failed(store: &Store, id: &str, error: &str) -> Result<()> {
-    sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(&store.pool)
-        .await?;
-    Ok(())
-}
-
 /// Mails sent since `since` (pacing: per-minute rate, daily cap).
 pub async fn sent_since(store: &Store, since: i64) -> Result<i64> {
     Ok(
@@ -465,26 +572,66 @@ pub async fn failed(store: &Store) -> Result<Vec<Failed>> {
 
 /// The outbox row a bounce reports on, by the Message-ID of our mail.
 pub async fn by_message_id(store: &Store, message_id: &str) -> Result<Option<Sent>> {
-    Ok(
-        sqlx::query_as("SELECT id, unit_key, to_addr FROM outbox WHERE message_id = $1")
-            .bind(message_id)
-            .fetch_optional(&store.pool)
-            .await?,
-    )
+    let mut conn = store.pool.acquire().await?;
+    returned(&mut conn, &Returned::MessageId(message_id.to_string())).await
 }
 
 /// The outbox row with this id (our `X-Xxdc-Outbox` header).
 pub async fn by_id(store: &Store, id: &str) -> Result<Option<Sent>> {
-    Ok(
-        sqlx::query_as("SELECT id, unit_key, to_addr FROM outbox WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&store.pool)
-            .await?,
-    )
+    let mut conn = store.pool.acquire().await?;
+    returned(&mut conn, &Returned::Outbox(id.to_string())).await
 }
 
+/// The outbox row a bounce's reference names, if it is one of ours.
+pub(super) async fn returned(
+    conn: &mut sqlx::AnyConnection,
+    reference: &Returned,
+) -> Result<Option<Sent>> {
+    let (sql, key) = match reference {
+        Returned::Outbox(id) => ("SELECT id, unit_key, to_addr FROM outbox WHERE id = $1", id),
+        Returned::MessageId(id) => (
+            "SELECT id, unit_key, to_addr FROM outbox WHERE message_id = $1",
+            id,
+        ),
+    };
+    Ok(sqlx::query_as(sql)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// Whether one of `message_ids` is the Message-ID of a mail we sent.
+pub(super) async fn any_ours(
+    conn: &mut sqlx::AnyConnection,
+    message_ids: &[String],
+) -> Result<bool> {
+    for id in message_ids {
+        if returned(conn, &Returned::MessageId(id.clone()))
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Marks an address undeliverable (a bounce of the outbox row `outbox_id`):
+/// no more reminders go there, and `status` lists it.
 pub async fn mark_undeliverable(
     store: &Store,
+    address: &str,
+    unit_id: Option<&str>,
+    outbox_id: Option<&str>,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
+    let mut conn = store.pool.acquire().await?;
+    insert_undeliverable(&mut conn, address, unit_id, outbox_id, reason, now).await
+}
+
+pub(super) async fn insert_undeliverable(
+    conn: &mut sqlx::AnyConnection,
     address: &str,
     unit_id: Option<&str>,
     outbox_id: Option<&str>,
@@ -500,7 +647,7 @@ pub async fn mark_undeliverable(
     .bind(outbox_id)
     .bind(reason)
     .bind(now)
-    .execute(&store.pool)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -31,9 +31,13 @@ pub struct Status {
     pub failed_mail: Vec<FailedMail>,
     /// Unit addresses that bounced: no more reminders go there.
     pub undeliverable: Vec<Undeliverable>,
-    /// Mail written to the outbox, by state (`queued`, `sent`, `failed`,
-    /// `cancelled`).
+    /// Mail written to the outbox, by state (`queued`, `sending`, `sent`,
+    /// `failed`, `cancelled`).
     pub outbox: std::collections::BTreeMap<OutboxState, i64>,
+    /// Mails taken again after their sender stopped in the middle of
+    /// sending: each may have reached its recipient twice (same
+    /// Message-ID).
+    pub outbox_resends: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,7 +199,8 @@ pub async fn build(
                 reason: u.reason,
             })
             .collect(),
-        outbox: outbox::count_by_state(store).await?.into_iter().collect(),
+        outbox: outbox::count_by_state(store).await?,
+        outbox_resends: outbox::resends(store).await?,
     })
 }
 
@@ -349,6 +354,13 @@ impl Status {
                 .collect();
             let _ = writeln!(out, "发出的邮件：{}", parts.join("，"));
         }
+        if self.outbox_resends > 0 {
+            let _ = writeln!(
+                out,
+                "  其中 {} 封在发送途中服务中断、已重新发送，收件人可能收到两次（邮件编号相同）。",
+                self.outbox_resends
+            );
+        }
         for f in &self.failed_mail {
             let _ = writeln!(out, "  发送失败：{} “{}” — {}", f.to, f.subject, f.error);
         }
@@ -370,6 +382,7 @@ fn outbox_state_zh(state: OutboxState) -> &'static str {
     match state {
         OutboxState::Sent => "已发送",
         OutboxState::Queued => "待发送",
+        OutboxState::Sending => "发送中",
         OutboxState::Failed => "发送失败",
         OutboxState::Cancelled => "已取消",
         OutboxState::Missed => "已错过",
