@@ -59,6 +59,9 @@ pub struct RawReminders {
     pub skip_weekends: Option<bool>,
     pub grace: Option<String>,
     pub include_needs_review: Option<bool>,
+    /// How long reminders may be held back, waiting for a source to catch
+    /// up, before the office is told (default 1h).
+    pub hold_limit: Option<String>,
 }
 
 /// `[acknowledgements]`: the 回执 sent after a message is recorded.
@@ -314,6 +317,9 @@ pub struct Smtp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mailing {
     pub reminders_enabled: bool,
+    /// How long reminders may wait for the sources to catch up before the
+    /// office is told.
+    pub hold_limit: Duration,
     pub schedule: crate::campaign::reminders::Schedule,
     pub acks_enabled: bool,
     /// Who gets the overdue list (通报).
@@ -497,6 +503,7 @@ fn unreachable_defaults() -> Config {
         claim_lease: Duration::from_secs(300),
         mailing: Mailing {
             reminders_enabled: true,
+            hold_limit: DEFAULT_HOLD_LIMIT,
             schedule: crate::campaign::reminders::Schedule::default(),
             acks_enabled: true,
             office: Vec::new(),
@@ -507,6 +514,8 @@ fn unreachable_defaults() -> Config {
 }
 
 const DEFAULT_OFFICE: &str = "永嘉县人民政府办公室信息督查科";
+
+const DEFAULT_HOLD_LIMIT: Duration = Duration::from_secs(3600);
 
 fn check_mailing(
     r: &RawReminders,
@@ -561,6 +570,13 @@ fn check_mailing(
     }
     Ok(Mailing {
         reminders_enabled: r.enabled.unwrap_or(true),
+        hold_limit: duration_at_least(
+            "reminders.hold_limit",
+            r.hold_limit.as_deref(),
+            DEFAULT_HOLD_LIMIT,
+            60,
+            "应为“1h”这样的时长且不少于 1 分钟",
+        )?,
         schedule,
         acks_enabled: a.enabled.unwrap_or(true),
         office,

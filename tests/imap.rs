@@ -346,7 +346,9 @@ async fn tls_logins_work_and_a_wrong_password_says_what_to_do() {
          [[source]]\nname = \"untrusted\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {imaps}\n\
          tls = \"implicit\"\nusername = \"alice\"\npassword_file = \"{{dir}}/imap-password\"\n\
          [[source]]\nname = \"wrong\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {imaps}\n\
-         tls = \"implicit\"\nca_file = \"{ca}\"\nusername = \"alice\"\npassword_file = \"{{dir}}/wrong-password\"\n",
+         tls = \"implicit\"\nca_file = \"{ca}\"\nusername = \"alice\"\npassword_file = \"{{dir}}/wrong-password\"\n\
+         [[source]]\nname = \"mismatch\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {imap}\n\
+         tls = \"implicit\"\nca_file = \"{ca}\"\nusername = \"alice\"\npassword_file = \"{{dir}}/imap-password\"\n",
         imaps = dovecot.imaps_port,
         imap = dovecot.imap_port,
     );
@@ -373,6 +375,14 @@ async fn tls_logins_work_and_a_wrong_password_says_what_to_do() {
         panic!("a certificate from an unknown CA was accepted: {untrusted:?}");
     };
     assert!(text.contains("TLS"), "{text}");
+
+    // Implicit TLS against the plain port: the stage, and what to try.
+    let mismatch = sources::poll_once(&t.source("mismatch"), &t.ctx).await;
+    let Err(SourceError::Io(text)) = mismatch else {
+        panic!("a plain port took implicit TLS: {mismatch:?}");
+    };
+    assert!(text.contains("阶段：直接加密连接"), "{text}");
+    assert!(text.contains("tls = \"starttls\""), "{text}");
 
     let wrong = sources::poll_once(&t.source("wrong"), &t.ctx).await;
     let Err(SourceError::Login(text)) = wrong else {
@@ -416,13 +426,10 @@ async fn after_actions_flag_and_move_and_never_delete() {
             3
         );
     }
-    // Recorded but not processed yet: nothing is touched.
+    // Recorded and flushed: the after-action follows in the same pass,
+    // before anything is processed.
     let mut bob = dovecot.client("bob", "secret").await;
-    let flags = bob.flags("INBOX").await;
-    assert!(flags.iter().all(|(_, f)| f.is_empty()), "{flags:?}");
     let mut carol = dovecot.client("carol", "secret").await;
-    assert_eq!(carol.uids("INBOX").await.len(), 3);
-
     let processed = t
         .app
         .intake

@@ -233,3 +233,55 @@ async fn sigterm_during_a_backlog_finishes_the_current_message() {
     let done = scalar(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await;
     eprintln!("{done} of {MESSAGES} processed before the stop");
 }
+
+/// A second instance on PostgreSQL waits for the polling lease another
+/// instance holds: it is still READY (systemd would otherwise kill and
+/// restart it for ever) and says in STATUS that it stands by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_instance_is_ready_and_says_so() {
+    let db = TestDb::new(Backend::Postgres).await;
+    std::fs::write(db.path("imap-password"), "secret\n").expect("password");
+    // The IMAP server is never reached: the lease is held by the test.
+    let source = format!(
+        "[[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = 9\n\
+         tls = \"none\"\nusername = \"alice\"\npassword_file = \"{}\"\n",
+        db.path("imap-password").display()
+    );
+    let config = db::write_config(&db, &source);
+    let store = xxdc_intake::store::Store::open(&db.url)
+        .await
+        .expect("open");
+    let _held = store
+        .try_lease("mail")
+        .await
+        .expect("lease")
+        .expect("free at first");
+    let path = db.path("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &path)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xxdc-intake run");
+    let mut seen = Vec::new();
+    let ready = loop {
+        let msg = next(&sock);
+        seen.push(msg.clone());
+        if msg.lines().any(|l| l == "READY=1") {
+            break msg;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        ready.contains("STATUS=备用：另一实例正在收取邮箱"),
+        "{seen:?}"
+    );
+}

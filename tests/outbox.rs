@@ -7,10 +7,19 @@
 //!   submission has exactly one receipt row (written with its results,
 //!   never from memory), every row is delivered, and a mail delivered twice
 //!   (same Message-ID: killed between the server's answer and the mark) is
-//!   counted as a resend — at most one per kill.
+//!   counted as a resend — at most one per kill;
+//! - a start with a reminder slot due and a backlog waiting in the spool
+//!   reminds no unit whose submission was in the backlog;
+//! - the claims of an instance that stopped beating are given back at once
+//!   by the next one, not after the whole lease.
 
 mod db;
 mod mailsink;
+#[expect(
+    clippy::duplicate_mod,
+    reason = "the IMAP support and the SMTP sink each bring the shared test TLS helper"
+)]
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +35,13 @@ db::both!(
     2;
     two_instances_send_each_mail_once,
     kills_during_a_backlog_lose_no_receipt,
+    a_start_with_a_backlog_reminds_no_unit_that_submitted,
+    a_start_with_a_slow_mailbox_reminds_no_unit_that_submitted,
+    claims_of_a_stopped_instance_are_released,
 );
+
+/// One reminder slot at midnight today, due now and within its grace.
+const DUE_SLOT: &str = "[reminders]\nslots = [\"-1d 00:00\"]\ngrace = \"48h\"\n";
 
 /// A roster of `units` units `u001`…, each with its own address.
 fn write_roster(db: &TestDb, units: usize) -> PathBuf {
@@ -90,15 +105,9 @@ claim_lease = "2s"
 
 /// Drops `n` body registrations, each from its unit's own address.
 fn drop_submissions(db: &TestDb, n: usize) {
+    std::fs::create_dir_all(db.path("spool")).expect("spool");
     for i in 1..=n {
-        let raw = db::body_registration(
-            &format!("s{i:03}@yj.gov.cn"),
-            &format!("u{i:03}@yj.gov.cn"),
-            &format!("测试单位{i:03}"),
-            "张三",
-            &format!("1380577{i:04}"),
-        );
-        db::drop_file(&db.path("spool"), &format!("s{i:03}.eml"), &raw);
+        db::drop_file(&db.path("spool"), &format!("s{i:03}.eml"), &submission(i));
     }
 }
 
@@ -116,15 +125,29 @@ async fn outbox_states(db: &TestDb) -> BTreeMap<String, i64> {
 
 /// Waits until `messages` messages are done and nothing is left to send.
 async fn settled(db: &TestDb, messages: i64, bound: Duration) -> bool {
+    // The service may not have made the schema (or the file) yet.
+    async fn count(url: &str, sql: &'static str) -> Option<i64> {
+        let pool = sqlx::pool::PoolOptions::<sqlx::Any>::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .ok()?;
+        let n = sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&pool)
+            .await
+            .ok();
+        pool.close().await;
+        n
+    }
     let started = Instant::now();
     while started.elapsed() < bound {
-        let done = scalar(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await;
-        let waiting = scalar(
+        let done = count(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await;
+        let waiting = count(
             &db.url,
             "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')",
         )
         .await;
-        if done == messages && waiting == 0 {
+        if done == Some(messages) && waiting == Some(0) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -270,5 +293,157 @@ async fn kills_during_a_backlog_lose_no_receipt(backend: Backend) {
     assert!(
         resends as usize <= KILLS,
         "{resends} resends for {KILLS} stops"
+    );
+}
+
+/// A body registration of unit `i` from its own address.
+fn submission(i: usize) -> Vec<u8> {
+    db::body_registration(
+        &format!("s{i:03}@yj.gov.cn"),
+        &format!("u{i:03}@yj.gov.cn"),
+        &format!("测试单位{i:03}"),
+        "张三",
+        &format!("1380577{i:04}"),
+    )
+}
+
+async fn a_start_with_a_backlog_reminds_no_unit_that_submitted(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sink = Sink::start();
+    // Mail that arrived while the service was down.
+    drop_submissions(&db, 20);
+    only_units_without_a_submission_reminded(&db, &sink, DUE_SLOT, 30, 20).await;
+}
+
+/// The same through a mailbox on a slow link: the service's first ticks
+/// come long before the backlog is fetched.
+async fn a_start_with_a_slow_mailbox_reminds_no_unit_that_submitted(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sink = Sink::start();
+    let dovecot = support::Dovecot::start();
+    let mut client = dovecot.client("alice", "secret").await;
+    for i in 1..=20 {
+        client.append("INBOX", &submission(i), None).await;
+    }
+    client.logout().await;
+    let proxy = support::FaultProxy::start(dovecot.imap_port).await;
+    proxy.set(support::Mode::Throttle(8_000));
+    std::fs::write(db.path("imap-password"), "secret\n").expect("password");
+    let source = format!(
+        "[[source]]\nname = \"mail\"\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\n\
+         tls = \"none\"\nusername = \"alice\"\npassword_file = \"{}\"\n",
+        proxy.port,
+        db.path("imap-password").display()
+    );
+    only_units_without_a_submission_reminded(&db, &sink, &format!("{DUE_SLOT}{source}"), 30, 20)
+        .await;
+}
+
+/// Starts the service with a reminder slot due and `submissions` of
+/// `units` units waiting; only the others are reminded.
+async fn only_units_without_a_submission_reminded(
+    db: &TestDb,
+    sink: &Sink,
+    extra: &str,
+    units: usize,
+    submissions: usize,
+) {
+    let config = write_config(db, sink, units, extra);
+    let log = db.path("run.log");
+    let mut child = start(&config, &log, false);
+    let finished = settled(db, submissions as i64, Duration::from_secs(60)).await;
+    let reminded = || async {
+        use sqlx::Row;
+        sqlx::query("SELECT unit_key FROM outbox WHERE kind = 'reminder' ORDER BY unit_key")
+            .fetch_all(&db::inspect(&db.url).await)
+            .await
+            .expect("reminders")
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect::<Vec<_>>()
+    };
+    // The reminders come once the picture is current.
+    let started = Instant::now();
+    while reminded().await.len() < units - submissions
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop(&mut child);
+    assert!(finished, "not settled\n{}", logs(&[&log]));
+    let expected: Vec<String> = (submissions + 1..=units)
+        .map(|i| format!("u{i:03}"))
+        .collect();
+    assert_eq!(
+        reminded().await,
+        expected,
+        "only units whose submission was not in the backlog\n{}",
+        logs(&[&log])
+    );
+}
+
+async fn claims_of_a_stopped_instance_are_released(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let sink = Sink::start();
+    // The default five-minute lease: only the instance registry can give
+    // the claim back sooner.
+    let config = write_config(&db, &sink, 3, "[reminders]\nenabled = false\n");
+    let config_text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("claim_lease = \"2s\"", "claim_lease = \"5m\"");
+    std::fs::write(&config, config_text).expect("config");
+    let now = chrono::Utc::now().timestamp();
+    {
+        // Another host's instance took a message, and then stopped beating
+        // a minute ago (a power cut): its claim would hold five minutes.
+        let app = db::open_app(&config, xxdc_intake::clock::Clock::System).await;
+        let raw = db::body_registration(
+            "dead@yj.gov.cn",
+            "u001@yj.gov.cn",
+            "测试单位001",
+            "张三",
+            "13805770001",
+        );
+        let key = xxdc_intake::store::MailboxKey {
+            source: "fax-spool",
+            mailbox: "",
+            uidvalidity: 0,
+            uid: 1,
+        };
+        app.intake
+            .accept(&key, &raw, None, now)
+            .await
+            .expect("accept");
+        let store = app.intake.store();
+        let dead = "otherhost-4242-0badc0de";
+        store
+            .register_instance(dead, "otherhost", 4242, now - 60)
+            .await
+            .expect("register");
+        store
+            .claim_next(dead, now - 60, 300, 5)
+            .await
+            .expect("claim")
+            .expect("the message");
+        app.close().await;
+        store.close().await;
+    }
+    let log = db.path("run.log");
+    let status = start(&config, &log, true).wait().expect("run --once");
+    assert!(status.success(), "run --once: {status}\n{}", logs(&[&log]));
+    assert_eq!(
+        scalar(&db.url, "SELECT COUNT(*) FROM message WHERE state = 'done'").await,
+        1,
+        "the stopped instance's message was taken again at once\n{}",
+        logs(&[&log])
+    );
+    assert_eq!(
+        scalar(
+            &db.url,
+            "SELECT COUNT(*) FROM instance WHERE id = 'otherhost-4242-0badc0de'"
+        )
+        .await,
+        0
     );
 }

@@ -54,7 +54,135 @@ db::both!(
     directory_source_end_to_end,
     leftover_in_taking_is_not_replaced,
     a_corrupt_stored_row_is_an_error_naming_it,
+    two_first_starts_at_once_both_succeed,
 );
+
+/// `run --once` whose source cannot be read: what could be done is done,
+/// and the exit code (75, try again later) and the message say the pass is
+/// incomplete. The error, which holds a path with a line break, stays on
+/// one log line.
+#[test]
+fn a_failed_source_exits_75_and_its_error_stays_on_one_line() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    std::fs::write(db.path("a-file"), b"not a folder").expect("file");
+    let bad = db.path("a-file").join("sub\nINFO forged entry");
+    let config = db.path("broken.toml");
+    let text = std::fs::read_to_string(db::write_config(&db, "")).expect("config")
+        + &format!(
+            "\n[[source]]\nname = \"scanner\"\nkind = \"directory\"\npath = {:?}\n",
+            bad.display().to_string()
+        );
+    std::fs::write(&config, text).expect("config");
+    let out = Command::new(BIN)
+        .args(["run", "--once", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run --once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains("本次收取未完成：邮件来源 scanner 收取失败"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("INFO forged")),
+        "a value split the log:\n{stderr}"
+    );
+    assert!(stderr.contains("sub\\nINFO forged entry"), "{stderr}");
+}
+
+/// Run by hand or from cron with the common umask 022, the service still
+/// writes its database, raw archive and mail files for its own user only.
+#[test]
+fn files_are_private_whatever_the_umask() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let db = rt.block_on(TestDb::new(Backend::Sqlite));
+    let outbox = db.path("outbox");
+    let config = db::write_config(
+        &db,
+        &format!(
+            "[smtp]\ntransport = \"file\"\ndir = \"{}\"\nfrom = \"信息督查科 <xxdc2004@163.com>\"\n",
+            outbox.display()
+        ),
+    );
+    db::drop_file(
+        &db.path("spool"),
+        "岩头镇.eml",
+        &golden("f13_body_plain.eml"),
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 022; exec {BIN} run --once --config \"$0\" 2>/dev/null"
+        ))
+        .arg(&config)
+        .status()
+        .expect("run --once");
+    assert!(status.success(), "{status}");
+    use std::os::unix::fs::PermissionsExt;
+    let mut checked = 0;
+    // The spool's folders are ours; the files moved into them are the
+    // fax server's and keep its modes.
+    for folder in ["spool/.done", "spool/.taking"] {
+        let mode = std::fs::metadata(db.path(folder))
+            .expect(folder)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{folder} is {mode:o}");
+    }
+    let mut stack = vec![db.path("messages"), outbox.clone(), db.path("state")];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        checked += 1;
+        if meta.is_dir() {
+            stack.extend(
+                std::fs::read_dir(&path)
+                    .expect("dir")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    assert!(checked >= 5, "only {checked} files looked at");
+    assert!(
+        std::fs::read_dir(&outbox).expect("outbox").count() >= 1,
+        "the receipt was written"
+    );
+}
+
+/// Two instances started at the same moment on a database nobody created
+/// yet: both migrate it (one waits for the other), neither fails.
+async fn two_first_starts_at_once_both_succeed(backend: Backend) {
+    for round in 0..5 {
+        let db = TestDb::new(backend).await;
+        let config = db::write_config(&db, "");
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(BIN)
+                    .args(["db", "migrate", "--config"])
+                    .arg(&config)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("db migrate")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
 
 /// A registration whose stored JSON no longer decodes (a hand edit, a bad
 /// restore) must not read as an empty registration: the read fails and

@@ -85,7 +85,9 @@ impl Default for Pacing {
 
 #[derive(Clone)]
 enum Transport {
-    Smtp(Box<AsyncSmtpTransport<Tokio1Executor>>),
+    /// With the TLS mode it was set up with, for the advice a failed
+    /// handshake gets.
+    Smtp(Box<AsyncSmtpTransport<Tokio1Executor>>, Tls),
     File(PathBuf),
 }
 
@@ -102,7 +104,7 @@ impl std::fmt::Debug for Mailer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the credentials.
         let kind = match &self.transport {
-            Transport::Smtp(_) => "smtp",
+            Transport::Smtp(..) => "smtp",
             Transport::File(_) => "file",
         };
         f.debug_struct("Mailer")
@@ -192,7 +194,7 @@ impl Mailer {
                         .map_err(|e| MailerError::Setup(e.to_string()))?;
                     builder = builder.credentials(Credentials::new(user.clone(), pass));
                 }
-                Transport::Smtp(Box::new(builder.build()))
+                Transport::Smtp(Box::new(builder.build()), *tls)
             }
         };
         Ok(Self {
@@ -215,9 +217,10 @@ impl Mailer {
             .map_err(|e| SendError::Permanent(format!("收件地址“{}”无效：{e}", mail.to)))?;
         let auto = match mail.kind {
             MailKind::Ack | MailKind::AckUnmatched => "auto-replied",
-            MailKind::Reminder | MailKind::OverdueReminder | MailKind::OverdueReport => {
-                "auto-generated"
-            }
+            MailKind::Reminder
+            | MailKind::OverdueReminder
+            | MailKind::OverdueReport
+            | MailKind::RemindersHeld => "auto-generated",
         };
         let mut builder = Message::builder()
             .from(self.from.clone())
@@ -267,8 +270,35 @@ impl Mailer {
                 .map_err(|e| {
                     SendError::Transient(format!("无法写入发件文件夹 {}：{e}", dir.display()))
                 }),
-            Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| classify(&e)),
+            Transport::Smtp(t, tls) => t
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| with_tls_advice(classify(&e), &e, *tls)),
         }
+    }
+}
+
+/// A failed TLS handshake says at which stage, and what to try: the usual
+/// cause is the mode not matching the port.
+fn with_tls_advice(error: SendError, e: &lettre::transport::smtp::Error, tls: Tls) -> SendError {
+    let text = format!("{e:?}").to_ascii_lowercase();
+    if !(text.contains("tls") || text.contains("handshake") || text.contains("corrupt message")) {
+        return error;
+    }
+    let advice = match tls {
+        Tls::Implicit => {
+            "（阶段：直接加密连接，tls = \"implicit\"，用于 465 端口；若服务器在 587 或 25 端口要求先明文再升级，请改用 tls = \"starttls\"）"
+        }
+        Tls::StartTls => {
+            "（阶段：STARTTLS 升级，tls = \"starttls\"，用于 587 端口；若是 465 端口，请改用 tls = \"implicit\"）"
+        }
+        Tls::None => return error,
+    };
+    match error {
+        SendError::Transient(m) => SendError::Transient(format!("{m}{advice}")),
+        SendError::Permanent(m) => SendError::Permanent(format!("{m}{advice}")),
+        SendError::Throttled(m) => SendError::Throttled(m),
     }
 }
 

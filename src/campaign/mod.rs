@@ -82,6 +82,68 @@ pub struct Mailing<'a> {
     pub letters: &'a Letters,
 }
 
+/// Why reminders and the overdue list must wait, or `None` when what the
+/// database holds is current: every source (name, last successful poll)
+/// has polled successfully since this instance started at `started_at`,
+/// and nothing recorded waits for processing (`unprocessed`). Reminding
+/// on an older picture tells units that already submitted to submit.
+pub fn why_wait(
+    sources: &[(String, Option<i64>)],
+    started_at: i64,
+    unprocessed: i64,
+) -> Option<String> {
+    let behind: Vec<&str> = sources
+        .iter()
+        .filter(|(_, ok)| ok.is_none_or(|t| t < started_at))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut reasons = Vec::new();
+    if !behind.is_empty() {
+        reasons.push(format!(
+            "邮件来源 {} 自服务启动以来尚未收取成功",
+            behind.join("、")
+        ));
+    }
+    if unprocessed > 0 {
+        reasons.push(format!("还有 {unprocessed} 封邮件尚未处理完"));
+    }
+    (!reasons.is_empty()).then(|| reasons.join("；"))
+}
+
+/// Tells the office that reminders have been held since `held.since`
+/// (once per hold); returns how many mails were queued.
+pub async fn queue_held_notice(
+    m: &Mailing<'_>,
+    held: &crate::store::Note,
+    now: i64,
+) -> Result<usize, CampaignError> {
+    let mut values = m.letters.base_values(now);
+    values.insert("reason", held.value.clone());
+    values.insert("since", m.letters.fmt_time(held.since));
+    let (subject, body) = m.letters.templates.render(MailKind::RemindersHeld, &values);
+    let mut queued = 0;
+    for office in &m.letters.config.mailing.office {
+        let mail = NewMail {
+            campaign: m.letters.campaign_name(),
+            unit_key: format!("office:{office}"),
+            slot: format!("held:{}", held.since),
+            kind: MailKind::RemindersHeld,
+            to: office.clone(),
+            subject: subject.clone(),
+            body: body.clone(),
+            in_reply_to: None,
+            attachment: None,
+        };
+        if outbox::queue(m.store, &mail, &m.letters.domain, now)
+            .await?
+            .is_some()
+        {
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}
+
 /// The units as the reminder planner sees them — missing units first, then
 /// those waiting for a person, then the rest, each in roster order — and
 /// the reminders already written for them.
@@ -405,6 +467,22 @@ pub fn day_start(config: &Config, now: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reminders_wait_for_every_source_and_the_queue() {
+        let started = 1000;
+        let fine = [("a".to_string(), Some(1000)), ("b".to_string(), Some(1500))];
+        assert_eq!(why_wait(&fine, started, 0), None);
+        let behind = [("a".to_string(), Some(999)), ("b".to_string(), None)];
+        assert_eq!(
+            why_wait(&behind, started, 3).as_deref(),
+            Some("邮件来源 a、b 自服务启动以来尚未收取成功；还有 3 封邮件尚未处理完")
+        );
+        assert_eq!(
+            why_wait(&fine, started, 1).as_deref(),
+            Some("还有 1 封邮件尚未处理完")
+        );
+    }
 
     #[test]
     fn overdue_list_is_a_workbook() {

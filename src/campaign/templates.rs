@@ -20,6 +20,7 @@ fn default_subject(kind: MailKind) -> &'static str {
         MailKind::Reminder => "提醒：请{unit_name}于{deadline}前报送分管政务信息领导及信息员登记表",
         MailKind::OverdueReminder => "催报：{unit_name}的分管政务信息领导及信息员登记表尚未收到",
         MailKind::OverdueReport => "通报：截至{now}尚未报送登记表的单位（{count}个）",
+        MailKind::RemindersHeld => "请注意：催报提醒已暂停（{reason}）",
     }
 }
 
@@ -30,6 +31,7 @@ fn default_body(kind: MailKind) -> &'static str {
         MailKind::Reminder => DEFAULT_REMINDER,
         MailKind::OverdueReminder => DEFAULT_OVERDUE_REMINDER,
         MailKind::OverdueReport => DEFAULT_OVERDUE_REPORT,
+        MailKind::RemindersHeld => DEFAULT_REMINDERS_HELD,
     }
 }
 
@@ -84,6 +86,15 @@ const DEFAULT_OVERDUE_REPORT: &str =
 {units}
 
 明细见附件。
+
+xxdc-intake 自动生成
+";
+
+const DEFAULT_REMINDERS_HELD: &str = "自{since}起，催报提醒暂停发送：{reason}。
+
+为免向已经报送的单位发出提醒，在所有邮件来源重新收取成功、已收到的邮件处理完毕之前，
+服务不向各单位发送催报提醒，也不发送通报。请检查邮箱设置和网络（xxdc-intake status
+可查看各邮件来源最近的错误）。恢复后提醒将自动继续；期间错过的时段超过补发时限的不再补发。
 
 xxdc-intake 自动生成
 ";
@@ -217,6 +228,7 @@ pub fn placeholders(kind: MailKind) -> &'static [&'static str] {
             "count",
         ],
         MailKind::OverdueReport => &["deadline", "now", "office", "campaign", "count", "units"],
+        MailKind::RemindersHeld => &["deadline", "now", "office", "campaign", "reason", "since"],
     }
 }
 

@@ -4,9 +4,11 @@
 //! ([`CliError::exit_code`]). Messages for people are Chinese.
 //!
 //! Exit codes: 0 done; 1 failed or refused; 2 usage; 70 the runtime could
-//! not start; 78 configuration (file, roster, templates).
+//! not start; 75 `run --once` could not poll every source (try again
+//! later); 78 configuration (file, roster, templates).
 
 mod config;
+mod logging;
 mod parse;
 mod remind;
 mod report;
@@ -179,6 +181,8 @@ impl CliError {
                 | DaemonError::Templates(_)
                 | DaemonError::Mailer(_) => EXIT_CONFIG,
                 DaemonError::Store(_) | DaemonError::Intake(_) | DaemonError::Source(_) => 1,
+                // EX_TEMPFAIL: a cron job or a person runs it again later.
+                DaemonError::PassIncomplete(_) => 75,
             },
             CliError::Failed(_) | CliError::Store(_) | CliError::Campaign(_) => 1,
         }
@@ -201,6 +205,9 @@ impl From<crate::parse::roster::RosterError> for CliError {
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> i32 {
+    // Names, mobiles and home phones: whatever umask a cron job or a shell
+    // has, every file and folder we create is private to our user.
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
     let in_child = std::env::args().nth(1).as_deref() == Some("__read");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -229,11 +236,13 @@ pub fn main() -> i32 {
             cpu_seconds,
         });
     }
-    init_logging();
+    logging::init();
     match dispatch(cli.config.as_deref(), cli.command) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{e}");
+            // One line, whatever the error carries (a path, a server's
+            // answer): under systemd this is a journal entry.
+            eprintln!("{}", logging::escape_controls(&e.to_string()));
             e.exit_code()
         }
     }
@@ -281,17 +290,6 @@ fn parse_format(text: &str) -> Result<Format, String> {
 
 fn parse_read_limits(text: &str) -> Result<ReadLimits, String> {
     crate::parse::sandbox::limits_from_arg(text)
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // One event a line, no colours when journald (not a terminal) reads it.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 fn with_runtime(

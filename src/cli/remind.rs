@@ -9,7 +9,7 @@ use chrono::TimeZone;
 use super::{CliError, open_campaign_app};
 use crate::campaign::reminders::{self, PlanOutcome};
 use crate::config::Config;
-use crate::service::daemon::SendUntil;
+use crate::service::daemon::{App, HELD_NOTE, SendUntil};
 
 /// `remind plan [--at TIME]`: who gets which reminder when.
 pub(super) async fn plan(config: Option<&Path>, at: Option<String>) -> Result<(), CliError> {
@@ -81,6 +81,7 @@ pub(super) async fn send_now(
     dry_run: bool,
 ) -> Result<(), CliError> {
     let app = open_campaign_app(config).await?;
+    warn_if_behind(&app).await?;
     let now = app.clock.now();
     let planned =
         crate::campaign::queue_manual(&app.mailing(), now, unit.as_deref(), dry_run).await?;
@@ -105,7 +106,25 @@ pub(super) async fn send_now(
         ));
     }
     let handled = app.send_queued(SendUntil::NothingDue).await?;
+    app.close().await;
     println!("已处理 {handled} 封邮件。");
+    Ok(())
+}
+
+/// Warns when the service has not caught up: a reminder sent now may go
+/// to a unit whose submission is still in the mailbox or the queue.
+async fn warn_if_behind(app: &App) -> Result<(), CliError> {
+    let store = app.intake.store();
+    if let Some(held) = store.read_note(HELD_NOTE).await? {
+        eprintln!(
+            "注意：服务的催报提醒正在等待（{}），现在发出的提醒可能发给已经报送的单位。",
+            held.value
+        );
+    }
+    let unprocessed = store.unprocessed().await?;
+    if unprocessed > 0 {
+        eprintln!("注意：还有 {unprocessed} 封邮件尚未处理完，其中可能有单位的报送。");
+    }
     Ok(())
 }
 

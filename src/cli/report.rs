@@ -19,5 +19,6 @@ pub(super) async fn overdue(config: Option<&Path>) -> Result<(), CliError> {
     let n = crate::campaign::queue_overdue_report(&app.mailing(), now, &slot).await?;
     println!("通报已排队：未报送单位 {n} 个。");
     app.send_queued(SendUntil::NothingDue).await?;
+    app.close().await;
     Ok(())
 }

@@ -10,9 +10,23 @@ use crate::store::Store;
 
 /// `run`: the service until SIGTERM/SIGINT, or one pass with `--once`.
 pub(super) async fn run(config: Option<&Path>, once: bool) -> Result<(), CliError> {
+    warn_if_root();
     let app = Arc::new(open_app(config).await?);
-    daemon::run(app, RunOptions { once }, shutdown_signal()).await?;
-    Ok(())
+    let result = daemon::run(Arc::clone(&app), RunOptions { once }, shutdown_signal()).await;
+    app.close().await;
+    Ok(result?)
+}
+
+/// Files written as root belong to root: the service, started later as its
+/// own user, could not read them.
+fn warn_if_root() {
+    if rustix::process::geteuid().is_root() {
+        tracing::warn!("running as root: the files written now will belong to root");
+        eprintln!(
+            "注意：正以 root 身份运行，现在写入的数据库、存档和发件文件都将属于 root；\
+             服务应以 xxdc-intake 用户运行（见 deploy/README.md）。"
+        );
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -35,6 +49,7 @@ async fn shutdown_signal() {
 /// `reprocess`: every stored raw message through the pipeline again, with
 /// a progress bar.
 pub(super) async fn reprocess(config: Option<&Path>) -> Result<(), CliError> {
+    warn_if_root();
     let app = open_app(config).await?;
     let total = app.intake.store().requeue_all().await?;
     let bar = indicatif::ProgressBar::new(total);
@@ -53,6 +68,7 @@ pub(super) async fn reprocess(config: Option<&Path>) -> Result<(), CliError> {
         }
     }
     bar.finish();
+    app.close().await;
     println!("已重新处理 {total} 封邮件。");
     Ok(())
 }

@@ -123,8 +123,11 @@ impl Roster {
                 .into_iter()
                 .map(|e| e.to_lowercase())
                 .collect();
-            if let Some(e) = emails.iter().find(|e| !e.contains('@')) {
-                return Err(bad(format!("邮箱地址无效：{e}")));
+            if let Some(e) = emails.iter().find(|e| !bare_address(e)) {
+                return Err(bad(format!(
+                    "邮箱地址无效：{}（只写地址本身，如 qtz@yj.gov.cn，不带名称、引号或尖括号）",
+                    e.escape_debug()
+                )));
             }
             units.push(Unit {
                 id,
@@ -190,12 +193,53 @@ fn xlsx_rows(bytes: &[u8]) -> Result<Vec<(usize, Vec<String>)>, String> {
         .collect())
 }
 
+/// A bare address `local@domain.tld`: no display name, quotes, angle
+/// brackets, commas, spaces or control characters — reminders go exactly
+/// there, never to an address hidden in a display form.
+fn bare_address(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else {
+        return false;
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._%+-".contains(c);
+    !local.is_empty()
+        && local
+            .chars()
+            .all(|c| allowed(c) || "!#$&'*/=?^`{|}~".contains(c))
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Roster, RosterError> {
         Roster::from_rows("t.csv", csv_rows(text.as_bytes()).expect("csv"))
+    }
+
+    #[test]
+    fn only_bare_addresses_are_taken() {
+        for bad in [
+            "\"u4@yj.gov.cn\" <x@evil.example>",
+            "u4@yj.gov.cn <x@evil.example>",
+            "<u4@yj.gov.cn>",
+            "u4@yj.gov.cn\r\nbcc: x@evil.example",
+            "u4 @yj.gov.cn",
+            "u4@localhost",
+            "@yj.gov.cn",
+        ] {
+            assert!(!bare_address(bad), "{bad:?}");
+        }
+        for good in ["qtz@yj.gov.cn", "wang.xiao-1980@126.com", "a+b@x.org"] {
+            assert!(bare_address(good), "{good}");
+        }
+        let err = parse("id,name,category,aliases,emails\nu4,单位,乡镇,,\"\"\"u4@yj.gov.cn\"\" <x@evil.example>\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("第 2 行"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+/// A temporary file older than this is a crash's leftover.
+pub const TEMPORARY_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Debug, Clone)]
 pub struct Archive {
     dir: PathBuf,
@@ -68,7 +71,15 @@ impl Archive {
             other => other,
         };
         match created {
-            Ok(mut file) => file.write_all(raw)?,
+            Ok(mut file) => {
+                if let Err(e) = file.write_all(raw) {
+                    // Ours alone (created new) and not recorded yet: a
+                    // short file must not stay behind (a full disk).
+                    drop(file);
+                    let _ = fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 if !same_content(&path, raw)? {
                     self.replace(&path, &id, raw)?;
@@ -89,11 +100,43 @@ impl Archive {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tmp = folder.join(format!(".{id}.{}.{n}.tmp", std::process::id()));
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(raw)?;
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(raw))
+            .and_then(|()| fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
         }
-        fs::rename(&tmp, path)
+        written
+    }
+
+    /// Removes temporary files a crash left behind (older than
+    /// [`TEMPORARY_AGE`]: a younger one may be another instance's write in
+    /// progress); returns how many.
+    pub fn clean_temporaries(&self) -> std::io::Result<usize> {
+        let Ok(folders) = fs::read_dir(&self.dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for folder in folders.flatten() {
+            if !folder.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for entry in fs::read_dir(folder.path())?.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let old = entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age >= TEMPORARY_AGE);
+                if name.starts_with('.') && name.ends_with(".tmp") && old {
+                    fs::remove_file(entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Flushes everything written to the archive's filesystem to disk.
@@ -169,5 +212,26 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "no temporary files left behind");
+    }
+
+    #[test]
+    fn temporaries_a_crash_left_are_cleaned_but_fresh_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let archive = Archive::new(dir.path());
+        let kept = archive.store(b"Subject: y\r\n\r\nz").expect("store");
+        let folder = dir.path().join(&kept.rel_path[..2]);
+        let old = folder.join(".abc.1.0.tmp");
+        let fresh = folder.join(".abc.1.1.tmp");
+        std::fs::write(&old, b"").expect("old");
+        std::fs::write(&fresh, b"").expect("fresh");
+        let long_ago = std::time::SystemTime::now() - 2 * TEMPORARY_AGE;
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("age");
+        assert_eq!(archive.clean_temporaries().expect("clean"), 1);
+        assert!(!old.exists() && fresh.exists());
+        assert!(dir.path().join(&kept.rel_path).exists(), "messages stay");
     }
 }

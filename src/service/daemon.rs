@@ -25,8 +25,8 @@ use crate::parse::pipeline::Pipeline;
 use crate::parse::roster::Roster;
 use crate::parse::sandbox::Isolation;
 use crate::service::archive::Archive;
-use crate::service::intake::{Intake, IntakeSettings};
-use crate::service::sources::{self, SourceCtx};
+use crate::service::intake::{HEARTBEAT_EVERY, Intake, IntakeSettings};
+use crate::service::sources::{self, SourceCtx, Standby};
 use crate::store::Store;
 
 /// Everything the service runs on.
@@ -40,6 +40,17 @@ pub struct App {
     pub letters: Arc<Letters>,
     /// `None` without `[smtp]`: nothing is sent, receipts are not queued.
     pub mailer: Option<Mailer>,
+    /// When this instance started (unix seconds): what the sources fetched
+    /// before is not a current picture for reminders.
+    pub started_at: i64,
+    /// Keeps this instance's row in `instance` fresh; stopped on drop.
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +69,10 @@ pub enum DaemonError {
     Templates(#[from] crate::campaign::templates::TemplateError),
     #[error(transparent)]
     Mailer(#[from] crate::campaign::mailer::MailerError),
+    /// `run --once` could not poll every source: what it recorded is
+    /// processed, but the pass is incomplete.
+    #[error("本次收取未完成：{0}")]
+    PassIncomplete(String),
 }
 
 /// How `run` runs.
@@ -111,14 +126,28 @@ impl App {
         if mailer.is_some() {
             intake = intake.with_follow_up(Arc::clone(&letters));
         }
+        let intake = Arc::new(intake);
+        let started_at = clock.now();
+        intake.register(started_at).await?;
+        let heartbeat = tokio::spawn(beat(Arc::clone(&intake), clock.clone()));
         Ok(Self {
             config,
             roster,
-            intake: Arc::new(intake),
+            intake,
             clock,
             letters,
             mailer,
+            started_at,
+            heartbeat,
         })
+    }
+
+    /// This instance stops: its heartbeat ends and its row goes.
+    pub async fn close(&self) {
+        self.heartbeat.abort();
+        if let Err(e) = self.intake.retire().await {
+            tracing::warn!(error = %e, "cannot remove this instance's row");
+        }
     }
 
     /// What the campaign's mailing steps need.
@@ -163,25 +192,78 @@ impl App {
         if self.mailer.is_none() {
             return;
         }
-        let m = self.mailing();
         let now = self.clock.now();
-        if let Some(c) = &self.config.campaign {
-            if self.config.mailing.reminders_enabled
-                && let Err(e) = crate::campaign::queue_reminders(&m, now, None).await
-            {
-                tracing::warn!(error = %e, "cannot plan reminders");
-            }
-            if now > c.deadline.timestamp()
-                && !self.config.mailing.office.is_empty()
-                && let Err(e) =
-                    crate::campaign::queue_overdue_report(&m, now, "report:deadline").await
-            {
-                tracing::warn!(error = %e, "cannot queue the overdue list");
-            }
+        if let Err(e) = self.plan_mail(now).await {
+            tracing::warn!(error = %e, "cannot plan reminders or the overdue list");
         }
         if let Err(e) = self.send_queued(SendUntil::Paced).await {
             tracing::warn!(error = %e, "sending failed");
         }
+    }
+
+    /// Queues the reminders and the overdue list that are due — only once
+    /// the picture is current: every source has caught up since this
+    /// instance started and nothing recorded waits for processing.
+    /// Otherwise they wait (noted for `status`); after `hold_limit` the
+    /// office is told instead of units being reminded on stale data.
+    async fn plan_mail(&self, now: i64) -> Result<(), crate::campaign::CampaignError> {
+        let Some(c) = &self.config.campaign else {
+            return Ok(());
+        };
+        let report_due = now > c.deadline.timestamp() && !self.config.mailing.office.is_empty();
+        if !self.config.mailing.reminders_enabled && !report_due {
+            return Ok(());
+        }
+        let m = self.mailing();
+        let store = self.intake.store();
+        if let Some(reason) = self.why_wait().await? {
+            let earlier = store.read_note(HELD_NOTE).await?;
+            let note = store.note(HELD_NOTE, &reason, now).await?;
+            if earlier.is_none() {
+                tracing::info!(reason = %reason, "reminders wait until every source has caught up");
+            }
+            let limit = i64::try_from(self.config.mailing.hold_limit.as_secs()).unwrap_or(i64::MAX);
+            if now - note.since > limit
+                && crate::campaign::queue_held_notice(&m, &note, now).await? > 0
+            {
+                tracing::warn!(reason = %reason, "reminders held too long; the office is told");
+            }
+            return Ok(());
+        }
+        if store.clear_note(HELD_NOTE).await? {
+            tracing::info!("every source has caught up; reminders resume");
+        }
+        if self.config.mailing.reminders_enabled {
+            crate::campaign::queue_reminders(&m, now, None).await?;
+        }
+        if report_due {
+            crate::campaign::queue_overdue_report(&m, now, "report:deadline").await?;
+        }
+        Ok(())
+    }
+
+    /// Why reminders must wait now, or `None`.
+    async fn why_wait(&self) -> Result<Option<String>, crate::store::StoreError> {
+        let store = self.intake.store();
+        let states = store.source_states().await?;
+        let sources: Vec<(String, Option<i64>)> = self
+            .config
+            .sources
+            .iter()
+            .map(|s| {
+                let ok = states
+                    .iter()
+                    .find(|st| st.name == s.name)
+                    .and_then(|st| st.last_poll_ok);
+                (s.name.clone(), ok)
+            })
+            .collect();
+        let unprocessed = store.unprocessed().await?;
+        Ok(crate::campaign::why_wait(
+            &sources,
+            self.started_at,
+            unprocessed,
+        ))
     }
 
     /// Sends what is queued, paced (`[smtp] rate_per_minute`, `daily_cap`);
@@ -233,6 +315,34 @@ pub enum SendUntil {
     NothingDue,
 }
 
+/// The note `status` shows while reminders wait for the sources.
+pub const HELD_NOTE: &str = "reminders_held";
+
+/// Keeps this instance's heartbeat fresh.
+async fn beat(intake: Arc<Intake>, clock: Clock) {
+    let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_EVERY));
+    loop {
+        tick.tick().await;
+        if let Err(e) = intake.beat(clock.now()).await {
+            tracing::warn!(error = %e, "cannot record this instance's heartbeat");
+        }
+    }
+}
+
+/// Gives back the claims of processes and instances that stopped.
+async fn release_stopped(app: &App) {
+    let now = app.clock.now();
+    // On SQLite a killed predecessor on this host is known at once.
+    match app.intake.release_dead_claims(now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(messages = n, "took back messages of a stopped process"),
+        Err(e) => tracing::warn!(error = %e, "cannot check for claims of stopped processes"),
+    }
+    if let Err(e) = app.intake.release_silent(now).await {
+        tracing::warn!(error = %e, "cannot check for stopped instances");
+    }
+}
+
 /// The wait between tries while the pacing holds mail back.
 const PACING_WAIT: Duration = Duration::from_secs(5);
 
@@ -248,33 +358,50 @@ pub async fn run(
         intake: Arc::clone(&app.intake),
         clock: app.clock.clone(),
         ready: ready_tx,
+        standby: Standby::default(),
         shutdown: stop_rx.clone(),
         stall_after: app.config.stall_after,
+        started_at: app.started_at,
     };
-    // Messages a killed predecessor was processing are taken again now.
-    match app.intake.release_dead_claims(app.clock.now()).await {
+    match app.intake.archive().clean_temporaries() {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(messages = n, "took back messages of a stopped process"),
-        Err(e) => tracing::warn!(error = %e, "cannot check for claims of stopped processes"),
+        Ok(n) => tracing::info!(files = n, "temporary files of an interrupted write removed"),
+        Err(e) => tracing::warn!(error = %e, "cannot clean the archive's temporary files"),
     }
+    // A hold noted by an earlier run is not this run's.
+    app.intake.store().clear_note(HELD_NOTE).await?;
+    // Messages a killed predecessor was processing are taken again now.
+    release_stopped(&app).await;
     if opts.once {
+        let mut failed = Vec::new();
         for source in &app.config.sources {
             match sources::poll_once(source, &ctx).await {
                 Ok(n) => tracing::info!(source = %source.name, messages = n, "source polled"),
-                Err(e) => tracing::error!(source = %source.name, error = %e, "source poll failed"),
+                Err(e) => {
+                    tracing::error!(source = %source.name, error = %e, "source poll failed");
+                    failed.push(format!("邮件来源 {} 收取失败（{e}）", source.name));
+                }
             }
         }
         let processed = app.process_pending(None).await;
         app.mail_tick().await;
         tracing::info!(processed = processed.len(), "pass finished");
-        return Ok(());
+        return if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(DaemonError::PassIncomplete(failed.join("；")))
+        };
     }
 
     let mut tasks = Vec::new();
     for source in app.config.sources.clone() {
         tasks.push(tokio::spawn(sources::run(source, ctx.clone())));
     }
-    let readiness = tokio::spawn(announce_ready(app.config.sources.len(), ready_rx));
+    let readiness = tokio::spawn(announce_ready(
+        app.config.sources.len(),
+        ready_rx,
+        ctx.standby.clone(),
+    ));
     let watchdog = sd_notify::watchdog_enabled().map(|period| tokio::spawn(feed_watchdog(period)));
     let mut poll_tick = tokio::time::interval(Duration::from_secs(5));
     // Looked at in several places: once complete it stays complete (an
@@ -293,8 +420,9 @@ pub async fn run(
         if (&mut shutdown).now_or_never().is_some() {
             break 'service;
         }
+        release_stopped(&app).await;
         app.mail_tick().await;
-        notify_counts(&app).await;
+        notify_counts(&app, &ctx.standby).await;
     }
     readiness.abort();
     notify(&[NotifyState::Stopping]);
@@ -313,7 +441,11 @@ pub async fn run(
 /// from a task of its own: a backlog being processed must not hold READY
 /// back (systemd would kill a start that takes longer than
 /// TimeoutStartSec).
-async fn announce_ready(expected: usize, mut ready_rx: mpsc::UnboundedReceiver<String>) {
+async fn announce_ready(
+    expected: usize,
+    mut ready_rx: mpsc::UnboundedReceiver<String>,
+    standby: Standby,
+) {
     let mut ready_sources = std::collections::HashSet::new();
     while ready_sources.len() < expected {
         match ready_rx.recv().await {
@@ -323,11 +455,18 @@ async fn announce_ready(expected: usize, mut ready_rx: mpsc::UnboundedReceiver<S
             None => return,
         }
     }
-    notify(&[
-        NotifyState::Ready,
-        NotifyState::Status("已连接所有邮件来源，正在收取"),
-    ]);
-    tracing::info!("ready");
+    let waiting = standby.names();
+    if waiting.is_empty() {
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("已连接所有邮件来源，正在收取"),
+        ]);
+        tracing::info!("ready");
+    } else {
+        let text = standby_text(&waiting);
+        notify(&[NotifyState::Ready, NotifyState::Status(&text)]);
+        tracing::info!(standby = ?waiting, "ready as a standby");
+    }
 }
 
 /// Feeds the watchdog from a task of its own: processing one message may
@@ -342,17 +481,28 @@ async fn feed_watchdog(period: Duration) {
 }
 
 /// The messages by state, as the service's STATUS line.
-async fn notify_counts(app: &App) {
+async fn notify_counts(app: &App, standby: &Standby) {
     if let Ok(counts) = app.intake.store().count_by_state().await {
         let summary: Vec<String> = counts
             .iter()
             .map(|(s, n)| format!("{} {n}", s.as_str()))
             .collect();
+        let waiting = standby.names();
+        let prefix = if waiting.is_empty() {
+            String::new()
+        } else {
+            format!("{}；", standby_text(&waiting))
+        };
         notify(&[NotifyState::Status(&format!(
-            "邮件：{}",
+            "{prefix}邮件：{}",
             summary.join("，")
         ))]);
     }
+}
+
+/// `STATUS=` of an instance standing by for `sources`.
+fn standby_text(sources: &[String]) -> String {
+    format!("备用：另一实例正在收取邮箱（{}）", sources.join("、"))
 }
 
 fn notify(states: &[NotifyState<'_>]) {

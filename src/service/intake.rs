@@ -72,6 +72,13 @@ pub struct Archived {
     pub size: i64,
 }
 
+/// Seconds between two heartbeats of a running instance.
+pub const HEARTBEAT_EVERY: u64 = 5;
+
+/// Seconds without a heartbeat after which an instance counts as stopped
+/// and its claims are given back.
+pub const SILENT_AFTER: i64 = 20;
+
 /// Written to the archive between two background flushes (see
 /// `Intake::archive_batch`).
 const EARLY_FLUSH_BYTES: u64 = 8 << 20;
@@ -424,6 +431,65 @@ impl Intake {
                 tracing::warn!(message = %id, worker = %worker, "claim of a stopped worker given back");
                 released += 1;
             }
+        }
+        Ok(released)
+    }
+
+    /// Registers this process as a live instance (see
+    /// [`Intake::release_silent`]).
+    pub async fn register(&self, now: i64) -> Result<(), IntakeError> {
+        self.store
+            .register_instance(&self.worker, &hostname(), std::process::id(), now)
+            .await?;
+        Ok(())
+    }
+
+    /// This instance is alive at `now` (registered again if it had been
+    /// taken for dead).
+    pub async fn beat(&self, now: i64) -> Result<(), IntakeError> {
+        if !self.store.heartbeat(&self.worker, now).await? {
+            tracing::warn!("this instance was taken for stopped; registering again");
+            self.register(now).await?;
+        }
+        Ok(())
+    }
+
+    /// This instance stops: its row goes (its claims are all settled).
+    pub async fn retire(&self) -> Result<(), IntakeError> {
+        self.store.forget_instance(&self.worker).await?;
+        Ok(())
+    }
+
+    /// Gives back the claims of instances that stopped beating
+    /// [`SILENT_AFTER`] seconds ago — on any back-end and any host: their
+    /// messages are taken again at once (or failed after `max_attempts`),
+    /// their mail is sent again (a counted possible resend). Returns how
+    /// many messages were given back.
+    pub async fn release_silent(&self, now: i64) -> Result<usize, IntakeError> {
+        let silent = self
+            .store
+            .silent_instances(&self.worker, now - SILENT_AFTER)
+            .await?;
+        if silent.is_empty() {
+            return Ok(0);
+        }
+        let claims = self.store.claims().await?;
+        let mut released = 0;
+        for instance in &silent {
+            for (id, _) in claims.iter().filter(|(_, w)| w == instance) {
+                let reason = "处理该邮件的服务实例已停止";
+                if self
+                    .store
+                    .release_claim(id, instance, now, self.settings.max_attempts, reason)
+                    .await?
+                {
+                    released += 1;
+                }
+            }
+            let mails = crate::store::outbox::release_claims_of(&self.store, instance).await?;
+            self.store.forget_instance(instance).await?;
+            tracing::warn!(instance = %instance, messages = released, mails,
+                "claims of a stopped instance given back");
         }
         Ok(released)
     }

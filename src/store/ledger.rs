@@ -116,7 +116,8 @@ impl Store {
         .await?)
     }
 
-    /// Entries whose after-action (flag, move) has not been done yet.
+    /// Entries whose after-action (flag, move) has not been done yet: every
+    /// recorded one (the raw message is kept; processing need not wait).
     pub async fn entries_awaiting_action(
         &self,
         source: &str,
@@ -124,9 +125,9 @@ impl Store {
         uidvalidity: i64,
     ) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(
-            "SELECT e.uid FROM mailbox_entry e JOIN message m ON m.id = e.message
-             WHERE e.source = $1 AND e.mailbox = $2 AND e.uidvalidity = $3 AND e.after_action_at IS NULL
-               AND m.state IN ('done', 'failed') ORDER BY e.uid",
+            "SELECT uid FROM mailbox_entry
+             WHERE source = $1 AND mailbox = $2 AND uidvalidity = $3 AND after_action_at IS NULL
+             ORDER BY uid",
         )
         .bind(source)
         .bind(mailbox)

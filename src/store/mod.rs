@@ -17,6 +17,7 @@
 //! writes SQL.
 
 mod claims;
+mod instances;
 mod ledger;
 mod messages;
 pub mod outbox;
@@ -30,6 +31,7 @@ use sqlx::any::AnyPoolOptions;
 pub use claims::{
     AttachmentRow, Claimed, Finished, FollowUp, ProblemRow, Processed, Receipt, RegistrationRow,
 };
+pub use instances::{ClaimCounts, Note};
 pub use ledger::{MailboxKey, NewMessage, Recorded};
 pub use messages::{MessageCounts, ProcessedMessage, ReviewRow, StoredRegistration};
 pub use sources::{Lease, SourceState};
@@ -46,6 +48,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("无法创建数据库文件夹 {0}：{1}")]
     Folder(String, std::io::Error),
+    #[error("无法锁定数据库的迁移锁文件 {0}：{1}")]
+    Lock(String, std::io::Error),
     /// A stored value that does not decode: the row is named so that a
     /// person can look at it; nothing is guessed in its place.
     #[error("数据库记录无法读取：表 {table} 中 {key} 的 {column}：{reason}")]
@@ -102,9 +106,9 @@ impl Store {
         } else {
             Backend::Sqlite
         };
-        let url = match backend {
+        let (url, lock_path) = match backend {
             Backend::Sqlite => sqlite_url(url)?,
-            Backend::Postgres => url.to_string(),
+            Backend::Postgres => (url.to_string(), None),
         };
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
@@ -133,6 +137,13 @@ impl Store {
             pool,
             backend,
             batch_lock: Default::default(),
+        };
+        // Two processes starting at once on a fresh file would both create
+        // the tables (sqlx takes an advisory lock for this on PostgreSQL,
+        // not on SQLite): a lock file beside the database serialises them.
+        let _serial = match lock_path {
+            Some(path) => Some(lock_file(path).await?),
+            None => None,
         };
         store.migrate().await?;
         Ok(store)
@@ -222,9 +233,28 @@ fn flag(
     }
 }
 
+/// An exclusive lock on `path` (created when missing), held until the
+/// file is dropped.
+async fn lock_file(path: std::path::PathBuf) -> Result<std::fs::File> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::Lock(shown.clone(), std::io::Error::other(e.to_string())))?
+    .map_err(|e| StoreError::Lock(shown, e))
+}
+
 /// `sqlite:///abs/x.db` or `sqlite://rel.db` → a URL that creates the file
-/// (`mode=rwc`), after creating its folder.
-fn sqlite_url(url: &str) -> Result<String> {
+/// (`mode=rwc`), after creating its folder; and the path of the lock file
+/// that serialises migrations (none in memory).
+fn sqlite_url(url: &str) -> Result<(String, Option<std::path::PathBuf>)> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
     if path != ":memory:"
@@ -238,5 +268,6 @@ fn sqlite_url(url: &str) -> Result<String> {
     if !params.iter().any(|p| p.starts_with("mode=")) {
         params.push("mode=rwc");
     }
-    Ok(format!("sqlite://{path}?{}", params.join("&")))
+    let lock = (path != ":memory:").then(|| std::path::PathBuf::from(format!("{path}.lock")));
+    Ok((format!("sqlite://{path}?{}", params.join("&")), lock))
 }

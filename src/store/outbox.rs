@@ -30,15 +30,19 @@ pub enum MailKind {
     OverdueReminder,
     /// 通报: the list of units still missing, to the office.
     OverdueReport,
+    /// To the office: reminders are held back because a source has not
+    /// caught up (units are not reminded on stale data).
+    RemindersHeld,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 5] = [
+    pub const ALL: [MailKind; 6] = [
         MailKind::Ack,
         MailKind::AckUnmatched,
         MailKind::Reminder,
         MailKind::OverdueReminder,
         MailKind::OverdueReport,
+        MailKind::RemindersHeld,
     ];
 
     pub fn stem(self) -> &'static str {
@@ -48,6 +52,7 @@ impl MailKind {
             MailKind::Reminder => "reminder",
             MailKind::OverdueReminder => "overdue_reminder",
             MailKind::OverdueReport => "overdue_report",
+            MailKind::RemindersHeld => "reminders_held",
         }
     }
 }
@@ -113,6 +118,7 @@ impl StoredText for OutboxKind {
         Self::Mail(MailKind::Reminder),
         Self::Mail(MailKind::OverdueReminder),
         Self::Mail(MailKind::OverdueReport),
+        Self::Mail(MailKind::RemindersHeld),
         Self::Missed,
     ];
 

@@ -82,12 +82,14 @@ impl Store {
         .await?)
     }
 
-    /// Ledger entries per source (messages seen there).
+    /// Messages seen per source (distinct messages: a UIDVALIDITY change
+    /// adds ledger entries, not messages).
     pub async fn entries_by_source(&self) -> Result<HashMap<String, i64>> {
-        let rows: Vec<SourceCount> =
-            sqlx::query_as("SELECT source, COUNT(*) AS n FROM mailbox_entry GROUP BY source")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<SourceCount> = sqlx::query_as(
+            "SELECT source, COUNT(DISTINCT message) AS n FROM mailbox_entry GROUP BY source",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(|r| (r.source, r.n)).collect())
     }
 

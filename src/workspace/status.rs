@@ -15,6 +15,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::parse::roster::{Roster, Unit};
+use crate::service::daemon::HELD_NOTE;
+use crate::service::intake::SILENT_AFTER;
 use crate::service::sources::{kind_name, stalled};
 use crate::store::outbox::{self, OutboxState};
 use crate::store::progress::{UnitProgress, UnitState};
@@ -23,6 +25,9 @@ use crate::store::{MessageState, SourceState, Store, StoreError};
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub campaign: Option<CampaignStatus>,
+    /// Reminders and the overdue list wait because the service has not
+    /// caught up (a source behind, messages not processed yet).
+    pub reminders_held: Option<Held>,
     pub sources: Vec<SourceStatus>,
     pub counts: Counts,
     pub units: Vec<UnitStatus>,
@@ -38,6 +43,12 @@ pub struct Status {
     /// sending: each may have reached its recipient twice (same
     /// Message-ID).
     pub outbox_resends: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    pub reason: String,
+    pub since: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +92,12 @@ pub struct Counts {
     pub messages: i64,
     pub unmatched_messages: i64,
     pub failed_messages: i64,
+    /// Messages being processed now.
+    pub processing_messages: i64,
+    /// Of those, the ones whose claim is stale (its lease ran out, or the
+    /// instance holding it stopped beating): given back to another
+    /// instance shortly.
+    pub stale_claims: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +169,9 @@ pub async fn build(
     counts.messages = messages.messages;
     counts.unmatched_messages = messages.unmatched;
     counts.failed_messages = messages.failed;
+    let claims = store.claim_counts(now, now - SILENT_AFTER).await?;
+    counts.processing_messages = claims.processing;
+    counts.stale_claims = claims.stale;
 
     let review = store
         .review_rows()
@@ -171,7 +191,12 @@ pub async fn build(
         })
         .collect();
 
+    let reminders_held = store.read_note(HELD_NOTE).await?.map(|n| Held {
+        reason: n.value,
+        since: rfc3339(tz, n.since),
+    });
     Ok(Status {
+        reminders_held,
         campaign: config.campaign.as_ref().map(|c| CampaignStatus {
             name: c.name.clone(),
             deadline: c.deadline.to_rfc3339(),
@@ -246,6 +271,9 @@ async fn sources(
         .map(|s| (s.name.clone(), s))
         .collect();
     let seen = store.entries_by_source().await?;
+    // A source that never polled successfully is stalled `stall_after`
+    // after the service started, not at once.
+    let started = store.first_start().await?;
     Ok(config
         .sources
         .iter()
@@ -258,7 +286,7 @@ async fn sources(
                 last_poll_ok: last_ok.map(|t| rfc3339(tz, t)),
                 last_error: st.and_then(|s| s.last_error),
                 messages_seen: seen.get(&source.name).copied().unwrap_or(0),
-                stalled: stalled(last_ok, now, config.stall_after),
+                stalled: stalled(last_ok.or(started), now, config.stall_after),
             }
         })
         .collect())
@@ -283,6 +311,24 @@ impl Status {
             c.unmatched_messages,
             c.failed_messages
         );
+        if c.processing_messages > 0 {
+            let _ = writeln!(
+                out,
+                "正在处理 {} 封{}。",
+                c.processing_messages,
+                if c.stale_claims > 0 {
+                    format!(
+                        "（其中 {} 封的处理进程已停止，稍后由其他进程接手）",
+                        c.stale_claims
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(h) = &self.reminders_held {
+            let _ = writeln!(out, "催报提醒暂停（自 {}）：{}", h.since, h.reason);
+        }
         for s in &self.sources {
             let _ = writeln!(
                 out,

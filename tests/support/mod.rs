@@ -446,6 +446,12 @@ pub enum Mode {
     CutAfter(usize),
     /// Reset every connection, open and new.
     Reset,
+    /// Forward both ways, server→client at most this many bytes a second
+    /// (a slow link).
+    Throttle(usize),
+    /// Forward both ways, and reset each connection after every this many
+    /// bytes server→client (a link that keeps dropping).
+    ResetEvery(usize),
 }
 
 /// A TCP proxy on loopback in front of `target`, whose behaviour can be
@@ -507,7 +513,7 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, mut mode: watch::Re
         let now = *mode.borrow_and_update();
         match now {
             Mode::Reset => break,
-            Mode::CutAfter(n) if sent_down >= n => break,
+            Mode::CutAfter(n) | Mode::ResetEvery(n) if sent_down >= n => break,
             _ => {}
         }
         tokio::select! {
@@ -516,8 +522,10 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, mut mode: watch::Re
                 if k == 0 {
                     return;
                 }
-                if matches!(*mode.borrow(), Mode::Pass | Mode::CutAfter(_))
-                    && server.write_all(&up[..k]).await.is_err()
+                if matches!(
+                    *mode.borrow(),
+                    Mode::Pass | Mode::CutAfter(_) | Mode::Throttle(_) | Mode::ResetEvery(_)
+                ) && server.write_all(&up[..k]).await.is_err()
                 {
                     break;
                 }
@@ -529,15 +537,25 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, mut mode: watch::Re
                 }
                 let current = *mode.borrow();
                 let allowed = match current {
-                    Mode::Pass => k,
+                    Mode::Pass | Mode::Throttle(_) => k,
                     Mode::Blackhole | Mode::Reset => 0,
-                    Mode::CutAfter(n) => k.min(n.saturating_sub(sent_down)),
+                    Mode::CutAfter(n) | Mode::ResetEvery(n) => k.min(n.saturating_sub(sent_down)),
                 };
-                if allowed > 0 && client.write_all(&down[..allowed]).await.is_err() {
+                if let Mode::Throttle(rate) = current {
+                    // In slices, so that the client sees a trickle.
+                    for piece in down[..allowed].chunks((rate / 10).max(1)) {
+                        if client.write_all(piece).await.is_err() {
+                            reset(&client);
+                            reset(&server);
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs_f64(piece.len() as f64 / rate as f64)).await;
+                    }
+                } else if allowed > 0 && client.write_all(&down[..allowed]).await.is_err() {
                     break;
                 }
                 sent_down += allowed;
-                if let Mode::CutAfter(n) = current && sent_down >= n {
+                if let Mode::CutAfter(n) | Mode::ResetEvery(n) = current && sent_down >= n {
                     break;
                 }
             }
@@ -598,8 +616,10 @@ impl TestApp {
             intake: Arc::clone(&app.intake),
             clock: app.clock.clone(),
             ready: ready_tx,
+            standby: Default::default(),
             shutdown,
             stall_after: app.config.stall_after,
+            started_at: app.started_at,
         };
         Self {
             app,

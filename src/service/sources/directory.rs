@@ -19,6 +19,8 @@ use crate::store::MailboxKey;
 
 const TAKING: &str = ".taking";
 const DONE: &str = ".done";
+/// The longest wait between two polls after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Files younger than this may still be being written.
 const SETTLE_SECONDS: u64 = 2;
 
@@ -26,19 +28,31 @@ const SETTLE_SECONDS: u64 = 2;
 pub async fn run(name: &str, path: &Path, interval: Duration, ctx: SourceCtx) {
     let mut shutdown = ctx.shutdown.clone();
     let mut announced = false;
+    let mut failures: u32 = 0;
     loop {
-        match poll(name, path, &ctx).await {
+        let delay = match poll(name, path, &ctx).await {
             Ok(_) => {
                 ctx.ok(name, "directory").await;
                 if !announced {
                     let _ = ctx.ready.send(name.to_string());
                     announced = true;
                 }
+                failures = 0;
+                interval
             }
-            Err(e) => ctx.failed(name, "directory", &e).await,
-        }
+            Err(e) => {
+                ctx.failed(name, "directory", &e).await;
+                // A full disk or a lost mount does not heal in a second:
+                // back off (doubling, at most five minutes) instead of
+                // reading every file again and again.
+                failures = failures.saturating_add(1);
+                interval
+                    .saturating_mul(1 << failures.min(16))
+                    .min(MAX_BACKOFF.max(interval))
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {

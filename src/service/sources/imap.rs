@@ -215,6 +215,7 @@ async fn acquire_lease(src: &Src<'_>, shutdown: &mut watch::Receiver<bool>) -> O
             Ok(Some(lease)) => {
                 if told {
                     tracing::info!(source = src.name, "polling lease taken");
+                    src.ctx.standby.set(src.name, false);
                 }
                 return Some(lease);
             }
@@ -222,9 +223,13 @@ async fn acquire_lease(src: &Src<'_>, shutdown: &mut watch::Receiver<bool>) -> O
                 if !told {
                     tracing::info!(
                         source = src.name,
-                        "another instance holds the polling lease; waiting"
+                        "another instance holds the polling lease; standing by"
                     );
                     told = true;
+                    // A standby serves the rest (processing, mail): it is
+                    // ready, and says why it does not poll.
+                    src.ctx.standby.set(src.name, true);
+                    let _ = src.ctx.ready.send(src.name.to_string());
                 }
             }
             Err(e) => {
@@ -552,7 +557,8 @@ impl<'a> Conn<'a> {
         Ok(usize::try_from(taken).unwrap_or(usize::MAX))
     }
 
-    /// Flags or moves the recorded messages that have been processed.
+    /// Flags or moves the messages recorded (and made durable) so far, in
+    /// the same pass that recorded them.
     async fn after_actions(&mut self) -> Result<(), SourceError> {
         let action = &self.src.s.after_action;
         if *action == AfterAction::None {
@@ -977,7 +983,27 @@ async fn tls_handshake(
     let connector = tokio_rustls::TlsConnector::from(tls_config(s)?);
     timed(s.timeout, "TLS 握手", connector.connect(name, tcp))
         .await?
-        .map_err(|e| SourceError::Io(format!("与 {} 的 TLS 握手失败：{e}", s.host)))
+        .map_err(|e| SourceError::Io(tls_failure(s, &e.to_string())))
+}
+
+/// A failed TLS handshake: the stage, the port, and what to try instead —
+/// the usual cause is the mode not matching the port.
+fn tls_failure(s: &ImapSettings, error: &str) -> String {
+    let (stage, hint) = match s.tls {
+        Tls::Implicit => (
+            "直接加密连接（tls = \"implicit\"）",
+            "implicit 用于 993 端口；若服务器在 143 端口要求先明文再升级，请改用 tls = \"starttls\"",
+        ),
+        Tls::StartTls => (
+            "STARTTLS 升级（tls = \"starttls\"）",
+            "starttls 用于 143 端口；若是 993 端口，请改用 tls = \"implicit\"",
+        ),
+        Tls::None => ("TLS", "请检查 tls 设置"),
+    };
+    format!(
+        "与 {}:{} 的 TLS 握手失败，阶段：{stage}：{error}。{hint}。",
+        s.host, s.port
+    )
 }
 
 /// The webpki roots, plus the configured `ca_file`.

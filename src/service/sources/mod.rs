@@ -19,13 +19,41 @@ use crate::service::intake::{Intake, IntakeError};
 pub struct SourceCtx {
     pub intake: Arc<Intake>,
     pub clock: Clock,
-    /// A source sends its name here after its first successful poll (the
-    /// daemon reports READY to systemd once every source did).
+    /// A source sends its name here after its first successful poll, or
+    /// once it knows another instance holds its polling lease (the daemon
+    /// reports READY to systemd once every source did).
     pub ready: mpsc::UnboundedSender<String>,
+    /// The sources waiting for another instance's polling lease: this
+    /// instance is a standby for them.
+    pub standby: Standby,
     /// Flips to true when the service is asked to stop.
     pub shutdown: watch::Receiver<bool>,
     /// A source without a successful poll for this long is stalled.
     pub stall_after: std::time::Duration,
+    /// When this instance started: a source that never polled successfully
+    /// is stalled `stall_after` from then, not at its first failure.
+    pub started_at: i64,
+}
+
+/// The names of the sources this instance stands by for (another
+/// instance polls them).
+#[derive(Debug, Clone, Default)]
+pub struct Standby(Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl Standby {
+    pub fn set(&self, source: &str, standby: bool) {
+        let mut names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if standby {
+            names.insert(source.to_string());
+        } else {
+            names.remove(source);
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let names = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        names.iter().cloned().collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +97,8 @@ impl SourceCtx {
             .await
             .ok()
             .flatten()
-            .and_then(|s| s.last_poll_ok);
+            .and_then(|s| s.last_poll_ok)
+            .or(Some(self.started_at));
         if stalled(last_ok, now, self.stall_after)
             && store.report_stall_once(name).await.unwrap_or(false)
         {
