@@ -180,6 +180,9 @@ pub struct RawSmtp {
 pub struct RawParse {
     /// Field paths that must be filled (`officer.mobile` …).
     pub required: Option<Vec<String>>,
+    /// Authserv-ids of the receiving server whose `Authentication-Results`
+    /// are believed (e.g. `mx.163.com`); unset: the topmost header.
+    pub trusted_authserv: Option<Vec<String>>,
 }
 
 /// A configuration error: the key and the reason, in Chinese.
@@ -340,6 +343,8 @@ pub struct Config {
     pub sources: Vec<Source>,
     pub smtp: Option<Smtp>,
     pub required: Vec<Field>,
+    /// See `RawParse::trusted_authserv`.
+    pub trusted_authserv: Vec<String>,
     pub limits: Limits,
     pub stall_after: Duration,
     pub claim_lease: Duration,
@@ -455,6 +460,16 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let trusted_authserv = raw.parse.trusted_authserv.clone().unwrap_or_default();
+        if let Some(bad) = trusted_authserv
+            .iter()
+            .find(|id| id.is_empty() || id.contains(|c: char| c.is_whitespace() || c == ';'))
+        {
+            return Err(ConfigError::new(
+                "parse.trusted_authserv",
+                format!("应为收件服务器的名称（如 mx.163.com），而不是“{bad}”"),
+            ));
+        }
         check_limits(&raw.limits)?;
         let stall_after = duration_at_least(
             "service.stall_after",
@@ -479,6 +494,7 @@ impl Config {
             sources,
             smtp,
             required,
+            trusted_authserv,
             limits: raw.limits,
             stall_after,
             claim_lease,
@@ -498,6 +514,7 @@ fn unreachable_defaults() -> Config {
         sources: Vec::new(),
         smtp: None,
         required: crate::parse::pipeline::DEFAULT_REQUIRED.to_vec(),
+        trusted_authserv: Vec::new(),
         limits: Limits::default(),
         stall_after: Duration::from_secs(30 * 60),
         claim_lease: Duration::from_secs(300),

@@ -70,6 +70,7 @@ async fn seed(store: &Store, units: usize) {
             report: "{}".into(),
             registrations: vec![RegistrationRow {
                 unit_id: Some(unit_id(i)),
+                held_unit: None,
                 matched_by: Some("form".into()),
                 source_name: "body".into(),
                 fields,

@@ -55,7 +55,87 @@ db::both!(
     leftover_in_taking_is_not_replaced,
     a_corrupt_stored_row_is_an_error_naming_it,
     two_first_starts_at_once_both_succeed,
+    forged_senders_and_strangers_wait_for_review,
 );
+
+/// A real unit's address with the receiving server's SPF, DKIM and DMARC
+/// failing (a forged From) is credited to nobody and waits for a person
+/// (`sender_unverified`); a form from an address outside the roster that
+/// names a unit which already registered from its own address does not
+/// replace that registration (`unverified_replacement`). Both units show
+/// as waiting for review, with the reason.
+async fn forged_senders_and_strangers_wait_for_review(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config_path = db::write_config(&db, "");
+    let spool = db.path("spool");
+    let app = db::open_app(&config_path, Clock::fixed(T0)).await;
+    let own = db::body_registration(
+        "own@yj.gov.cn",
+        "obj@yj.gov.cn",
+        "瓯北街道办事处",
+        "李航",
+        "13805777521",
+    );
+    db::drop_file(&spool, "own.eml", &own);
+    pass(&app).await;
+    let mut forged = b"Authentication-Results: mx.163.com; spf=fail smtp.mailfrom=yj.gov.cn; \
+dkim=fail header.d=yj.gov.cn; dmarc=fail (p=none) header.from=yj.gov.cn\r\n"
+        .to_vec();
+    forged.extend(db::body_registration(
+        "forged@yj.gov.cn",
+        "ytz@yj.gov.cn",
+        "岩头镇人民政府",
+        "冒名",
+        "13900000001",
+    ));
+    db::drop_file(&spool, "forged.eml", &forged);
+    let stranger = db::body_registration(
+        "stranger@example.com",
+        "attacker@example.com",
+        "瓯北街道办事处",
+        "冒名",
+        "13900000002",
+    );
+    db::drop_file(&spool, "stranger.eml", &stranger);
+    pass(&app).await;
+
+    let status = status_json(&config_path);
+    let unit = |id: &str| {
+        status["units"]
+            .as_array()
+            .expect("units")
+            .iter()
+            .find(|u| u["unit_id"] == id)
+            .cloned()
+            .expect(id)
+    };
+    let oubei = unit("oubei");
+    assert_eq!(oubei["state"], "needs_review", "{oubei}");
+    assert_eq!(
+        oubei["officer_name"], "李航",
+        "the registration stays the unit's own"
+    );
+    let yantou = unit("yantou");
+    assert_eq!(yantou["state"], "needs_review", "{yantou}");
+    assert!(yantou["officer_name"].is_null(), "{yantou}");
+    let reasons: Vec<&str> = status["review"]
+        .as_array()
+        .expect("review")
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"sender_unverified"), "{reasons:?}");
+    assert!(reasons.contains(&"unverified_replacement"), "{reasons:?}");
+    assert_eq!(
+        scalar(
+            &db.url,
+            "SELECT COUNT(*) FROM registration WHERE unit_id IS NOT NULL"
+        )
+        .await,
+        1,
+        "only the unit's own registration is credited"
+    );
+}
 
 /// `run --once` whose source cannot be read: what could be done is done,
 /// and the exit code (75, try again later) and the message say the pass is
@@ -235,6 +315,7 @@ fn processed(registrations: usize, problems: usize, attachments: usize) -> Proce
         registrations: (0..registrations)
             .map(|i| RegistrationRow {
                 unit_id: Some(format!("unit{i}")),
+                held_unit: None,
                 matched_by: Some("form".into()),
                 source_name: "body".into(),
                 fields: "{}".into(),

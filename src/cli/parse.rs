@@ -29,7 +29,8 @@ pub(super) fn parse(
         config.required.clone(),
         Isolation::current_exe(config.limits.child),
         config.limits,
-    );
+    )
+    .with_trusted_authserv(config.trusted_authserv.clone());
     let mut unopened = 0;
     let mut reports = Vec::new();
     let stdout = std::io::stdout();

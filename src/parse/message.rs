@@ -133,6 +133,10 @@ pub struct ParsedMessage {
     pub envelope: Envelope,
     pub kind: MessageKind,
     pub automation: Automation,
+    /// `Authentication-Results` values, topmost first (see `parse::trust`).
+    pub auth_results: Vec<String>,
+    /// `Received-SPF` values, topmost first.
+    pub received_spf: Vec<String>,
     /// Every file leaf, including those inside forwarded messages, in order.
     pub parts: Vec<Part>,
     /// The top message's body first, then each forwarded message's body.
@@ -190,6 +194,8 @@ pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
             envelope: Envelope::default(),
             kind: MessageKind::Submission,
             automation: Automation::default(),
+            auth_results: Vec::new(),
+            received_spf: Vec::new(),
             parts: Vec::new(),
             bodies: vec![Body::default()],
             warnings,
@@ -199,6 +205,15 @@ pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
     let envelope = envelope_of(&msg, &parser);
     let kind = classify(&msg, &envelope);
     let automation = automation_of(&msg, &envelope, kind);
+    let all_values = |name: &str| -> Vec<String> {
+        root_headers(&msg)
+            .iter()
+            .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+            .map(|h| header_text(msg.raw_message.as_ref(), h))
+            .collect()
+    };
+    let auth_results = all_values("authentication-results");
+    let received_spf = all_values("received-spf");
     let mut walker = Walker {
         limits: *limits,
         max_depth: limits.max_depth.min(HARD_MAX_DEPTH),
@@ -221,6 +236,8 @@ pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
         envelope,
         kind,
         automation,
+        auth_results,
+        received_spf,
         parts: walker.parts,
         bodies: walker.bodies,
         warnings: walker.warnings,

@@ -20,3 +20,4 @@ pub mod report;
 pub mod roster;
 pub mod sandbox;
 pub mod sniff;
+pub mod trust;

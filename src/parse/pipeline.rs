@@ -23,6 +23,7 @@ use crate::parse::report::{Attachment, Outcome, ParseReport, SenderUnit};
 use crate::parse::roster::Roster;
 use crate::parse::sandbox::{self, Isolation};
 use crate::parse::sniff::{self, Format};
+use crate::parse::trust::{self, Verdict};
 
 /// Every limit the pipeline applies, with defaults in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -70,6 +71,9 @@ pub struct Pipeline {
     required: Vec<Field>,
     isolation: Isolation,
     limits: Limits,
+    /// Authserv-ids whose `Authentication-Results` are believed (see
+    /// `parse::trust`); empty: the topmost header.
+    trusted_authserv: Vec<String>,
 }
 
 /// The contract's default required fields.
@@ -96,6 +100,8 @@ struct Walk {
     found: Vec<Found>,
     problems: Vec<Problem>,
     scanned: bool,
+    /// The receiving server found the sender forged: why.
+    unverified_sender: Option<String>,
 }
 
 impl Pipeline {
@@ -112,7 +118,15 @@ impl Pipeline {
             required,
             isolation,
             limits,
+            trusted_authserv: Vec::new(),
         }
+    }
+
+    /// Believes only the `Authentication-Results` of these authserv-ids
+    /// (the receiving server's, e.g. 163's).
+    pub fn with_trusted_authserv(mut self, ids: Vec<String>) -> Self {
+        self.trusted_authserv = ids;
+        self
     }
 
     /// The fields a registration must carry to count as complete.
@@ -148,6 +162,13 @@ impl Pipeline {
     fn parse_message(&self, input: &str, raw: &[u8]) -> ParseReport {
         let parsed = message::parse(raw, &self.limits.message);
         let mut walk = Walk::default();
+        if let Verdict::Failed(why) = trust::verdict(
+            &parsed.auth_results,
+            &parsed.received_spf,
+            &self.trusted_authserv,
+        ) {
+            walk.unverified_sender = Some(why);
+        }
         // A limit that cut the message's walk short: say so, as an unread part.
         for warning in &parsed.warnings {
             walk.problems.push(Problem::new(
@@ -389,6 +410,11 @@ impl Pipeline {
         };
         let mut registrations = Vec::new();
         let mut problems = std::mem::take(&mut walk.problems);
+        // A forged sender credits nothing by itself: every registration
+        // waits for a person, who sees why.
+        if let Some(why) = &walk.unverified_sender {
+            problems.insert(0, Problem::new(None, Code::SenderUnverified, why.clone()));
+        }
         for found in dedupe(walk.found) {
             let (values, mut reg_problems) = normalize::check(&found.form.values, &self.required);
             let unit_name = values.get(&Field::UnitName).and_then(|v| match v {
@@ -410,7 +436,7 @@ impl Pipeline {
             registrations.push(Registration {
                 source: found.source,
                 values,
-                unit_match,
+                unit_match: unit_match.filter(|_| walk.unverified_sender.is_none()),
             });
         }
         if registrations.is_empty() {
@@ -429,6 +455,8 @@ impl Pipeline {
             Code::UnknownUnit,
             Code::UnitConflict,
             Code::NoRegistrationFound,
+            Code::SenderUnverified,
+            Code::UnverifiedReplacement,
         ];
         let needs_review = registrations.is_empty()
             || (self.roster.is_some() && registrations.iter().any(|r| r.unit_match.is_none()))

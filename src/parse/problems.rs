@@ -20,6 +20,13 @@ pub enum Code {
     NoRegistrationFound,
     ScannedDocument,
     UnreadableAttachment,
+    /// The receiving server's checks of the sender (SPF, DKIM, DMARC)
+    /// failed: not credited until a person confirms.
+    SenderUnverified,
+    /// From an address that is not the unit's, replacing a registration
+    /// that came from the unit's own address: not credited until a person
+    /// confirms.
+    UnverifiedReplacement,
 }
 
 impl Code {
@@ -36,6 +43,8 @@ impl Code {
             Code::NoRegistrationFound => "no_registration_found",
             Code::ScannedDocument => "scanned_document",
             Code::UnreadableAttachment => "unreadable_attachment",
+            Code::SenderUnverified => "sender_unverified",
+            Code::UnverifiedReplacement => "unverified_replacement",
         }
     }
 }

@@ -96,7 +96,8 @@ impl App {
             config.required.clone(),
             isolation,
             config.limits,
-        );
+        )
+        .with_trusted_authserv(config.trusted_authserv.clone());
         let templates = Templates::load(&config.mailing.templates_dir)?;
         let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
         // Without `[smtp]` mail can still be planned and queued (our

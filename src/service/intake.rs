@@ -355,7 +355,22 @@ impl Intake {
                 return self.failed(&claimed, reason, false, now).await;
             }
         };
-        let processed = to_rows(&report, self.pipeline.required());
+        let mut report = report;
+        let elsewhere = crate::parse::trust::credited_from_elsewhere(&report);
+        let mut held = Vec::new();
+        if !elsewhere.is_empty() {
+            let own = self
+                .store
+                .registered_from_own_address(&elsewhere, &claimed.id, claimed.received_at)
+                .await?;
+            held = crate::parse::trust::hold_replacements(&mut report, &own);
+        }
+        let mut processed = to_rows(&report, self.pipeline.required());
+        for (i, unit) in held {
+            if let Some(row) = processed.registrations.get_mut(i) {
+                row.held_unit = Some(unit);
+            }
+        }
         let follow_up = self
             .letters
             .as_ref()
@@ -562,6 +577,7 @@ pub fn to_rows(report: &ParseReport, required: &[crate::parse::registration::Fie
                 let fingerprint = hex::encode(Sha256::digest(fields.to_string().as_bytes()));
                 RegistrationRow {
                     unit_id: unit_match["unit_id"].as_str().map(String::from),
+                    held_unit: None,
                     matched_by: unit_match["by"].as_str().map(String::from),
                     source_name: r.source.clone(),
                     fields: r.to_json().to_string(),
@@ -586,7 +602,11 @@ pub fn to_rows(report: &ParseReport, required: &[crate::parse::registration::Fie
 pub fn blocks_registration(code: Code) -> bool {
     matches!(
         code,
-        Code::MissingField | Code::UnitConflict | Code::UnknownUnit
+        Code::MissingField
+            | Code::UnitConflict
+            | Code::UnknownUnit
+            | Code::SenderUnverified
+            | Code::UnverifiedReplacement
     )
 }
 

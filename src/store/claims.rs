@@ -84,6 +84,8 @@ pub struct AttachmentRow {
 #[derive(Debug, Clone)]
 pub struct RegistrationRow {
     pub unit_id: Option<String>,
+    /// Held back for a person: the unit it would be credited to.
+    pub held_unit: Option<String>,
     pub matched_by: Option<String>,
     pub source_name: String,
     pub fields: String,
@@ -233,8 +235,8 @@ impl Store {
         }
         for (i, r) in p.registrations.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO registration (message, idx, unit_id, matched_by, source_name, fields, fingerprint, complete, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO registration (message, idx, unit_id, matched_by, source_name, fields, fingerprint, complete, received_at, held_unit)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(id)
             .bind(i as i64)
@@ -245,6 +247,7 @@ impl Store {
             .bind(r.fingerprint.as_str())
             .bind(i32::from(r.complete))
             .bind(received_at)
+            .bind(r.held_unit.as_deref())
             .execute(&mut *tx)
             .await?;
         }

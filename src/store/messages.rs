@@ -172,6 +172,27 @@ impl Store {
             .collect()
     }
 
+    /// Of `units`, those with a registration other than message `except`'s,
+    /// received by `until`, that came from the unit's own address (the
+    /// message's sender is one of the unit's roster addresses).
+    pub async fn registered_from_own_address(
+        &self,
+        units: &[String],
+        except: &str,
+        until: i64,
+    ) -> Result<std::collections::HashSet<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT r.unit_id FROM registration r JOIN message m ON m.id = r.message
+             WHERE r.unit_id IS NOT NULL AND m.state = 'done' AND m.sender_unit = r.unit_id
+               AND r.message <> $1 AND r.received_at <= $2",
+        )
+        .bind(except)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().filter(|u| units.contains(u)).collect())
+    }
+
     /// The texts of a message's problems, in order.
     pub async fn problem_texts_of(&self, id: &str) -> Result<Vec<String>> {
         Ok(

@@ -125,6 +125,12 @@ struct ProblemCode {
 }
 
 #[derive(sqlx::FromRow)]
+struct WaitingRow {
+    unit: String,
+    held: i64,
+}
+
+#[derive(sqlx::FromRow)]
 struct ReminderCount {
     unit_key: String,
     sent: i64,
@@ -161,17 +167,27 @@ impl Store {
         }
 
         // 3. Units whose own address sent a submission that waits for a
-        // person and was credited to nobody (a scan, a conflict).
-        let waiting: HashSet<String> = sqlx::query_scalar(
-            "SELECT DISTINCT m.sender_unit FROM message m
+        // person and was credited to nobody (a scan, a conflict, a forged
+        // sender), and units a held-back replacement names.
+        // Also the units a held-back registration would be credited to.
+        let waiting_rows: Vec<WaitingRow> = sqlx::query_as(
+            "SELECT m.sender_unit AS unit, 0 AS held FROM message m
              WHERE m.state = 'done' AND m.needs_review = 1 AND m.sender_unit IS NOT NULL
                AND m.kind = 'submission'
-               AND NOT EXISTS (SELECT 1 FROM registration r WHERE r.message = m.id AND r.unit_id IS NOT NULL)",
+               AND NOT EXISTS (SELECT 1 FROM registration r WHERE r.message = m.id AND r.unit_id IS NOT NULL)
+             UNION
+             SELECT r.held_unit AS unit, 1 AS held FROM registration r JOIN message m ON m.id = r.message
+             WHERE r.held_unit IS NOT NULL AND m.state = 'done' AND m.needs_review = 1",
         )
         .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
+        .await?;
+        // Per unit: whether a held-back replacement waits (a complete
+        // registration does not settle that one: it is what it would
+        // replace).
+        let mut waiting: HashMap<String, bool> = HashMap::new();
+        for w in waiting_rows {
+            *waiting.entry(w.unit).or_default() |= w.held != 0;
+        }
 
         // 4. Reminders sent, per unit.
         let reminders: HashMap<String, ReminderCount> = sqlx::query_as::<_, ReminderCount>(
@@ -211,8 +227,11 @@ impl Store {
             .iter()
             .map(|&unit| {
                 let l = latest.get(unit).cloned();
-                // A complete registration settles an older waiting message.
-                let pending = waiting.contains(unit) && l.as_ref().is_none_or(|l| !l.complete);
+                // A complete registration settles a waiting message, but
+                // not a held-back replacement of it.
+                let pending = waiting
+                    .get(unit)
+                    .is_some_and(|&held| held || l.as_ref().is_none_or(|l| !l.complete));
                 let sent = reminders.get(unit);
                 UnitProgress {
                     unit_id: unit.to_string(),
