@@ -540,3 +540,74 @@ async fn the_first_start_takes_only_the_since_window() {
     assert_eq!(sources::poll_once(&source, &t.ctx).await.expect("third"), 1);
     assert_eq!(t.messages().await, 3);
 }
+
+/// A link that drops every 120 KB, a FETCH batch being 600 KB (a bad
+/// mobile or office line): each
+/// connection brings what it fetched whole before the drop, the batches
+/// shrink, the source tries again soon after progress — the whole backlog
+/// arrives, each message once.
+#[tokio::test]
+async fn a_link_that_keeps_dropping_still_brings_everything() {
+    support::init_logs();
+    let dovecot = Dovecot::start();
+    let mut client = dovecot.client("alice", "secret").await;
+    for i in 0..300 {
+        client
+            .append("INBOX", &message("drops", i, 3_000, true), None)
+            .await;
+    }
+    client.logout().await;
+    let proxy = FaultProxy::start(dovecot.imap_port).await;
+    proxy.set(Mode::ResetEvery(120_000));
+    let t = TestApp::open(&imap_source(
+        "mail",
+        proxy.port,
+        "alice",
+        "timeout = \"5s\"\npoll_interval = \"5s\"",
+    ))
+    .await;
+    let task = tokio::spawn(sources::run(t.source("mail"), t.ctx.clone()));
+    let all = eventually(Duration::from_secs(30), || async {
+        t.entries().await == 300
+    })
+    .await;
+    let got = t.entries().await;
+    t.stop.send_replace(true);
+    let _ = tokio::time::timeout(BOUND, task).await;
+    assert!(all, "only {got} of 300 arrived");
+    assert_eq!(t.messages().await, 300);
+}
+
+/// A 300 KB scan between two small messages on a 50 KB/s link takes six
+/// seconds, three times the timeout: the timeout is one of silence, so it
+/// arrives, and so do the others.
+#[tokio::test]
+async fn a_big_message_on_a_slow_link_arrives() {
+    support::init_logs();
+    let dovecot = Dovecot::start();
+    let mut client = dovecot.client("alice", "secret").await;
+    client
+        .append("INBOX", &message("slow", 0, 2_000, true), None)
+        .await;
+    client
+        .append("INBOX", &message("slow", 1, 300_000, true), None)
+        .await;
+    client
+        .append("INBOX", &message("slow", 2, 2_000, true), None)
+        .await;
+    client.logout().await;
+    let proxy = FaultProxy::start(dovecot.imap_port).await;
+    proxy.set(Mode::Throttle(50_000));
+    let t = TestApp::open(&imap_source(
+        "mail",
+        proxy.port,
+        "alice",
+        "timeout = \"2s\"",
+    ))
+    .await;
+    let taken = sources::poll_once(&t.source("mail"), &t.ctx)
+        .await
+        .expect("a slow link is not a dead one");
+    assert_eq!(taken, 3);
+    assert_eq!(t.messages().await, 3);
+}

@@ -96,6 +96,8 @@ const ACTION_BATCH: usize = 200;
 const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The wait before reconnecting after a broken sync that made progress.
+const AFTER_PROGRESS: Duration = Duration::from_millis(200);
 /// How often a source without the lease asks for it again.
 const LEASE_RETRY: Duration = Duration::from_secs(5);
 /// The bound on DONE and LOGOUT when shutting down.
@@ -110,10 +112,12 @@ type Session = async_imap::Session<Box<dyn Io>>;
 /// Runs until `ctx.shutdown` flips: one persistent session, reconnecting
 /// with backoff, while holding the source's lease.
 pub async fn run(name: &str, settings: &ImapSettings, ctx: SourceCtx) {
+    let link = Link::default();
     let src = Src {
         name,
         s: settings,
         ctx: &ctx,
+        link: &link,
     };
     let mut shutdown = ctx.shutdown.clone();
     let mut announced = false;
@@ -171,10 +175,12 @@ pub async fn poll_once(
     settings: &ImapSettings,
     ctx: &SourceCtx,
 ) -> Result<usize, SourceError> {
+    let link = Link::default();
     let src = Src {
         name,
         s: settings,
         ctx,
+        link: &link,
     };
     let Some(_lease) = ctx.intake.store().try_lease(name).await.map_err(db)? else {
         tracing::warn!(
@@ -195,6 +201,49 @@ struct Src<'a> {
     name: &'a str,
     s: &'a ImapSettings,
     ctx: &'a SourceCtx,
+    /// Kept across reconnects: how the link has behaved.
+    link: &'a Link,
+}
+
+/// What the source learned about its link, across reconnects: after a
+/// FETCH broke, smaller batches recorded one by one, so that a link that
+/// keeps dropping still makes progress; back to full size once a sync
+/// goes through.
+#[derive(Debug)]
+struct Link {
+    fetch_batch: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self {
+            fetch_batch: std::sync::atomic::AtomicUsize::new(FETCH_BATCH),
+        }
+    }
+}
+
+impl Link {
+    fn batch(&self) -> usize {
+        self.fetch_batch.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The link is bad: a quarter of the batch (at least one message).
+    fn broke(&self) {
+        let smaller = (self.batch() / 4).max(1);
+        self.fetch_batch
+            .store(smaller, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A sync went through: twice the batch, up to the full size.
+    fn held(&self) {
+        let larger = (self.batch() * 2).min(FETCH_BATCH);
+        self.fetch_batch
+            .store(larger, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn degraded(&self) -> bool {
+        self.batch() < FETCH_BATCH
+    }
 }
 
 enum End {
@@ -257,6 +306,10 @@ async fn session_loop(
         let Some(taken) = or_shutdown(conn.sync(), shutdown).await else {
             return Ok(End::Shutdown);
         };
+        if taken.is_err() && conn.progress > 0 {
+            // The link broke, but messages came through: try again soon.
+            backoff.after_progress();
+        }
         let taken = taken?;
         if taken > 0 {
             tracing::info!(source = src.name, messages = taken, "new messages recorded");
@@ -301,6 +354,10 @@ struct Conn<'a> {
     known: BTreeSet<u32>,
     /// The UIDVALIDITY changed and the ledger is not reconciled yet.
     reconcile_from: Option<i64>,
+    /// When bytes last came from the server.
+    activity: Activity,
+    /// Messages recorded during this session.
+    progress: usize,
 }
 
 impl<'a> Conn<'a> {
@@ -309,7 +366,8 @@ impl<'a> Conn<'a> {
     async fn open(src: Src<'a>) -> Result<Self, SourceError> {
         let s = src.s;
         let t = s.timeout;
-        let mut session = connect(&src).await?;
+        let activity = Activity::default();
+        let mut session = connect(&src, &activity).await?;
         let caps = net(t, "CAPABILITY", session.capabilities()).await?;
         let caps = Caps {
             idle: caps.has_str("IDLE"),
@@ -371,6 +429,8 @@ impl<'a> Conn<'a> {
             uidvalidity,
             known,
             reconcile_from,
+            activity,
+            progress: 0,
         })
     }
 
@@ -391,6 +451,7 @@ impl<'a> Conn<'a> {
             None => self.new_uids().await?,
         };
         let taken = self.fetch_and_accept(&new).await?;
+        self.src.link.held();
         if taken > 0 {
             // One flush for the whole round, not two per message.
             self.src.ctx.intake.make_durable().await?;
@@ -438,14 +499,17 @@ impl<'a> Conn<'a> {
         let mut headers: Vec<(u32, Option<String>)> = Vec::with_capacity(all.len());
         for chunk in all.chunks(HEADER_BATCH) {
             let set = uid_set(chunk);
-            let mut stream = net(
+            self.activity.touch();
+            let mut stream = quiet_net(
+                &self.activity,
                 t,
                 "FETCH",
                 self.session
                     .uid_fetch(&set, "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"),
             )
             .await?;
-            while let Some(fetch) = net(t, "FETCH", stream.try_next()).await? {
+            while let Some(fetch) = quiet_net(&self.activity, t, "FETCH", stream.try_next()).await?
+            {
                 if let Some(uid) = fetch.uid {
                     let id = fetch
                         .header()
@@ -501,22 +565,80 @@ impl<'a> Conn<'a> {
     /// Fetches `uids` (ascending) in batches and hands each batch to an
     /// [`Accepting`], which archives and records it while the next batch is
     /// fetched, so the network and the disk work at the same time. Returns
-    /// how many ledger entries were new. On an error the batches still being
-    /// archived or recorded finish on their own: both steps are idempotent,
-    /// and what is not recorded yet is fetched again at the next sync.
+    /// how many ledger entries were new.
+    ///
+    /// When the link breaks, every message fetched whole so far is still
+    /// archived and recorded before the error is returned, so the next
+    /// sync goes on from there; the batches shrink until syncs go through
+    /// again.
     async fn fetch_and_accept(&mut self, uids: &[u32]) -> Result<usize, SourceError> {
+        let mut accepting = Accepting::new(self.src, self.uidvalidity, self.src.link.degraded());
+        let fetched = self.fetch_into(&mut accepting, uids).await;
+        if fetched.is_err() {
+            self.src.link.broke();
+        }
+        let (recorded, taken) = accepting.finish().await?;
+        for (uid, id) in recorded {
+            let Ok(uid) = u32::try_from(uid) else {
+                continue;
+            };
+            self.known.insert(uid);
+            tracing::debug!(
+                source = self.src.name,
+                uid,
+                uidvalidity = self.uidvalidity,
+                message = %id,
+                "message recorded"
+            );
+        }
+        let taken = usize::try_from(taken).unwrap_or(usize::MAX);
+        self.progress += taken;
+        if let Err(e) = fetched {
+            if taken > 0 {
+                tracing::info!(
+                    source = self.src.name,
+                    messages = taken,
+                    "recorded before the link broke"
+                );
+                self.src.ctx.intake.make_durable().await?;
+            }
+            return Err(e);
+        }
+        Ok(taken)
+    }
+
+    /// The FETCH half of [`Conn::fetch_and_accept`]: each message fetched
+    /// whole goes to `accepting`, also when the link breaks after it. The
+    /// timeout is one of silence (no byte for `timeout`), not a bound on a
+    /// whole transfer: a big scan on a slow link still arrives.
+    async fn fetch_into(
+        &mut self,
+        accepting: &mut Accepting,
+        uids: &[u32],
+    ) -> Result<(), SourceError> {
         let t = self.src.s.timeout;
-        let mut accepting = Accepting::new(self.src, self.uidvalidity);
-        for chunk in uids.chunks(FETCH_BATCH) {
+        let activity = self.activity.clone();
+        for chunk in uids.chunks(self.src.link.batch()) {
             let set = uid_set(chunk);
             let mut batch = Batch::default();
-            let mut stream = net(
+            activity.touch();
+            let mut stream = quiet_net(
+                &activity,
                 t,
                 "FETCH",
                 self.session.uid_fetch(&set, "(UID BODY.PEEK[])"),
             )
             .await?;
-            while let Some(fetch) = net(t, "FETCH", stream.try_next()).await? {
+            loop {
+                let next = match quiet_net(&activity, t, "FETCH", stream.try_next()).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        drop(stream);
+                        accepting.push(batch).await?;
+                        return Err(e);
+                    }
+                };
+                let Some(fetch) = next else { break };
                 let Some(uid) = fetch.uid else {
                     continue;
                 };
@@ -540,21 +662,7 @@ impl<'a> Conn<'a> {
             drain(self.src.name, &mut self.session);
             accepting.push(batch).await?;
         }
-        let (recorded, taken) = accepting.finish().await?;
-        for (uid, id) in recorded {
-            let Ok(uid) = u32::try_from(uid) else {
-                continue;
-            };
-            self.known.insert(uid);
-            tracing::debug!(
-                source = self.src.name,
-                uid,
-                uidvalidity = self.uidvalidity,
-                message = %id,
-                "message recorded"
-            );
-        }
-        Ok(usize::try_from(taken).unwrap_or(usize::MAX))
+        Ok(())
     }
 
     /// Flags or moves the messages recorded (and made durable) so far, in
@@ -790,10 +898,13 @@ struct Accepting {
     /// (UID, content id) of every message recorded so far.
     recorded: Vec<(i64, String)>,
     new_entries: u64,
+    /// The link is bad: every archived batch is recorded at once, in a
+    /// small transaction, instead of waiting for a group.
+    eager: bool,
 }
 
 impl Accepting {
-    fn new(src: Src<'_>, uidvalidity: u32) -> Self {
+    fn new(src: Src<'_>, uidvalidity: u32, eager: bool) -> Self {
         Self {
             intake: src.ctx.intake.clone(),
             clock: src.ctx.clock.clone(),
@@ -805,6 +916,7 @@ impl Accepting {
             recording: None,
             recorded: Vec::new(),
             new_entries: 0,
+            eager,
         }
     }
 
@@ -838,6 +950,7 @@ impl Accepting {
         let idle = self.recording.as_ref().is_none_or(JoinHandle::is_finished);
         if self.unrecorded.len() >= RECORD_GROUP
             || (idle && self.unrecorded.len() >= RECORD_GROUP / 4)
+            || (self.eager && !self.unrecorded.is_empty())
         {
             self.record().await?;
         }
@@ -900,7 +1013,7 @@ fn joined<T>(
     }
 }
 
-async fn connect(src: &Src<'_>) -> Result<Session, SourceError> {
+async fn connect(src: &Src<'_>, activity: &Activity) -> Result<Session, SourceError> {
     let s = src.s;
     let t = s.timeout;
     let password = s
@@ -911,6 +1024,10 @@ async fn connect(src: &Src<'_>) -> Result<Session, SourceError> {
     let tcp = timed(t, "连接", tcp_connect(&s.host, s.port))
         .await?
         .map_err(|e| SourceError::Io(format!("无法连接 IMAP 服务器 {address}：{e}")))?;
+    let tcp = Watched {
+        inner: tcp,
+        activity: activity.clone(),
+    };
     let stream: Box<dyn Io> = match s.tls {
         Tls::None => Box::new(tcp),
         Tls::Implicit => Box::new(tls_handshake(s, tcp).await?),
@@ -976,8 +1093,8 @@ async fn tcp_connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
 
 async fn tls_handshake(
     s: &ImapSettings,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SourceError> {
+    tcp: Watched<TcpStream>,
+) -> Result<tokio_rustls::client::TlsStream<Watched<TcpStream>>, SourceError> {
     let name = ServerName::try_from(s.host.clone())
         .map_err(|e| SourceError::Io(format!("服务器地址“{}”不能用于 TLS：{e}", s.host)))?;
     let connector = tokio_rustls::TlsConnector::from(tls_config(s)?);
@@ -1125,6 +1242,109 @@ async fn timed<F: Future>(t: Duration, what: &str, fut: F) -> Result<F::Output, 
     })
 }
 
+/// When bytes last came from the server, for a timeout of silence.
+#[derive(Debug, Clone, Default)]
+struct Activity(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl Activity {
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// How long the server has been silent.
+    fn silence(&self) -> Duration {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |at| at.elapsed())
+    }
+}
+
+/// A stream that notes every byte read in its [`Activity`].
+#[derive(Debug)]
+struct Watched<S> {
+    inner: S,
+    activity: Activity,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Runs a network call until the server has been silent for `t` (a
+/// transfer that keeps moving may take as long as it needs).
+async fn quiet_timed<F: Future>(
+    activity: &Activity,
+    t: Duration,
+    what: &str,
+    fut: F,
+) -> Result<F::Output, SourceError> {
+    tokio::pin!(fut);
+    loop {
+        let silent = activity.silence();
+        if silent >= t {
+            return Err(SourceError::Io(format!(
+                "IMAP 服务器 {} 秒内没有发来任何数据（{what}）",
+                t.as_secs()
+            )));
+        }
+        if let Ok(output) = tokio::time::timeout(t - silent, &mut fut).await {
+            return Ok(output);
+        }
+    }
+}
+
+/// [`quiet_timed`] where any failure is a network error.
+async fn quiet_net<T, E, F>(
+    activity: &Activity,
+    t: Duration,
+    what: &str,
+    fut: F,
+) -> Result<T, SourceError>
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
+    quiet_timed(activity, t, what, fut)
+        .await?
+        .map_err(|e| SourceError::Io(format!("IMAP {what} 失败：{e}")))
+}
+
 /// Runs a network call under the timeout; any failure is a network error.
 async fn net<T, E, F>(t: Duration, what: &str, fut: F) -> Result<T, SourceError>
 where
@@ -1184,6 +1404,12 @@ impl Backoff {
 
     fn reset(&mut self) {
         self.next = BACKOFF_START;
+    }
+
+    /// The link broke but messages came through: the server is there, so
+    /// the next try comes at once, and the backoff starts over after it.
+    fn after_progress(&mut self) {
+        self.next = AFTER_PROGRESS;
     }
 }
 
