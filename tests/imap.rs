@@ -330,6 +330,35 @@ async fn a_uidvalidity_change_is_reconciled_by_message_id() {
     );
     assert_eq!(sources::poll_once(&source, &t.ctx).await.expect("third"), 0);
     assert_eq!(t.entries().await, 12);
+    // status counts messages, not ledger generations.
+    let status =
+        xxdc_intake::workspace::status::build(store, &t.app.config, None, t.app.clock.now())
+            .await
+            .expect("status");
+    assert_eq!(status.sources[0].messages_seen, 7);
+    assert!(!status.sources[0].stalled);
+}
+
+/// A source that has never polled successfully is stalled only
+/// `stall_after` after the service started, not at its first failure.
+#[tokio::test]
+async fn a_source_is_stalled_only_after_stall_after() {
+    support::init_logs();
+    let t = TestApp::open(&imap_source(
+        "mail",
+        support::free_port(),
+        "alice",
+        "timeout = \"1s\"",
+    ))
+    .await;
+    let first = sources::poll_once(&t.source("mail"), &t.ctx).await;
+    assert!(first.is_err(), "nobody listens there");
+    let now = t.app.clock.now();
+    let status =
+        |at| xxdc_intake::workspace::status::build(t.app.intake.store(), &t.app.config, None, at);
+    assert!(!status(now).await.expect("status").sources[0].stalled);
+    let later = now + i64::try_from(t.app.config.stall_after.as_secs()).expect("secs") + 1;
+    assert!(status(later).await.expect("status").sources[0].stalled);
 }
 
 #[tokio::test]

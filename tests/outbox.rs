@@ -35,6 +35,7 @@ db::both!(
     2;
     two_instances_send_each_mail_once,
     kills_during_a_backlog_lose_no_receipt,
+    a_row_being_sent_is_never_cancelled,
     a_start_with_a_backlog_reminds_no_unit_that_submitted,
     a_start_with_a_slow_mailbox_reminds_no_unit_that_submitted,
     claims_of_a_stopped_instance_are_released,
@@ -220,10 +221,21 @@ async fn two_instances_send_each_mail_once(backend: Backend) {
 
 async fn kills_during_a_backlog_lose_no_receipt(backend: Backend) {
     const SUBMISSIONS: usize = 120;
-    const KILLS: usize = 8;
+    // XXDC_KILLS=30 for a longer campaign; XXDC_STOP_WITHIN_MS=6000 to
+    // stop later in each run (during sending rather than processing).
+    let stop_within: u64 = std::env::var("XXDC_STOP_WITHIN_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2500);
+    let kills: usize = std::env::var("XXDC_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
     let db = TestDb::new(backend).await;
     let sink = Sink::start();
-    sink.set_fault("slow 20");
+    // XXDC_SINK_FAULT="slow 300" makes a stop in the middle of a send
+    // likelier (a possible resend).
+    sink.set_fault(&std::env::var("XXDC_SINK_FAULT").unwrap_or_else(|_| "slow 20".into()));
     let config = write_config(&db, &sink, SUBMISSIONS, "[reminders]\nenabled = false\n");
     drop_submissions(&db, SUBMISSIONS);
     let seed: u64 = std::env::var("XXDC_CRASH_SEED")
@@ -233,9 +245,9 @@ async fn kills_during_a_backlog_lose_no_receipt(backend: Backend) {
     eprintln!("stop moments from seed {seed} (XXDC_CRASH_SEED)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let log = db.path("run.log");
-    for k in 0..KILLS {
+    for k in 0..kills {
         let mut child = start(&config, &log, false);
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..stop_within))).await;
         if k % 2 == 0 {
             child.kill().expect("SIGKILL");
         } else {
@@ -282,7 +294,7 @@ async fn kills_during_a_backlog_lose_no_receipt(backend: Backend) {
     let extra: usize = got.values().map(|n| n - 1).sum();
     let resends = scalar(&db.url, "SELECT COALESCE(SUM(resends), 0) FROM outbox").await;
     eprintln!(
-        "{KILLS} stops: {} deliveries, {} distinct, {resends} counted resends",
+        "{kills} stops: {} deliveries, {} distinct, {resends} counted resends",
         got.values().sum::<usize>(),
         got.len()
     );
@@ -291,8 +303,8 @@ async fn kills_during_a_backlog_lose_no_receipt(backend: Backend) {
         "{extra} second deliveries, {resends} counted"
     );
     assert!(
-        resends as usize <= KILLS,
-        "{resends} resends for {KILLS} stops"
+        resends as usize <= kills,
+        "{resends} resends for {kills} stops"
     );
 }
 
@@ -445,5 +457,61 @@ async fn claims_of_a_stopped_instance_are_released(backend: Backend) {
         )
         .await,
         0
+    );
+}
+
+/// A reminder taken by a sender is not cancelled under it (the unit
+/// registered meanwhile): the sender's mark wins, and a cancelled row is
+/// never taken.
+async fn a_row_being_sent_is_never_cancelled(backend: Backend) {
+    use xxdc_intake::store::outbox::{self, MailKind, NewMail};
+    let db = TestDb::new(backend).await;
+    let store = xxdc_intake::store::Store::open(&db.url)
+        .await
+        .expect("open");
+    let mail = |unit: &str| NewMail {
+        campaign: "测试".into(),
+        unit_key: unit.into(),
+        slot: "-1d 10:00".into(),
+        kind: MailKind::Reminder,
+        to: format!("{unit}@yj.gov.cn"),
+        subject: "提醒".into(),
+        body: "请报送".into(),
+        in_reply_to: None,
+        attachment: None,
+    };
+    let now = 1_179_280_800;
+    outbox::queue(&store, &mail("u001"), "163.com", now)
+        .await
+        .expect("queue");
+    outbox::queue(&store, &mail("u002"), "163.com", now + 1)
+        .await
+        .expect("queue");
+    let taken = outbox::claim_next(&store, "w", now + 2, 300)
+        .await
+        .expect("claim")
+        .expect("due");
+    assert_eq!(taken.unit_key, "u001");
+    for unit in ["u001", "u002"] {
+        outbox::cancel_reminders(&store, "测试", unit, "已登记")
+            .await
+            .expect("cancel");
+    }
+    assert!(
+        outbox::mark_sent(&store, &taken.id, "w", now + 3)
+            .await
+            .expect("sent")
+    );
+    assert!(
+        outbox::claim_next(&store, "w", now + 4, 300)
+            .await
+            .expect("claim")
+            .is_none(),
+        "a cancelled row is never taken"
+    );
+    let states = outbox_states(&db).await;
+    assert_eq!(
+        states,
+        BTreeMap::from([("cancelled".to_string(), 1), ("sent".to_string(), 1)])
     );
 }
