@@ -82,6 +82,26 @@ pub struct Mailing<'a> {
     pub letters: &'a Letters,
 }
 
+impl<'a> Mailing<'a> {
+    /// Every roster unit with its progress in the campaign.
+    async fn roster_progress(
+        &self,
+    ) -> Result<
+        Vec<(
+            &'a crate::parse::roster::Unit,
+            crate::store::progress::UnitProgress,
+        )>,
+        StoreError,
+    > {
+        self.store
+            .roster_progress(
+                self.letters.roster.as_ref(),
+                self.letters.config.campaign_name(),
+            )
+            .await
+    }
+}
+
 /// Why reminders and the overdue list must wait, or `None` when what the
 /// database holds is current: every source (name, last successful poll)
 /// has polled successfully since this instance started at `started_at`,
@@ -148,25 +168,14 @@ pub async fn queue_held_notice(
 /// those waiting for a person, then the rest, each in roster order — and
 /// the reminders already written for them.
 pub async fn planner_input(m: &Mailing<'_>) -> Result<(Vec<UnitView>, Vec<Sent>), CampaignError> {
-    let roster_units = m
-        .letters
-        .roster
-        .as_ref()
-        .map(|r| r.units.as_slice())
-        .unwrap_or_default();
-    let ids: Vec<&str> = roster_units.iter().map(|u| u.id.as_str()).collect();
-    let progress = m
-        .store
-        .unit_progress(&ids, m.letters.config.campaign_name())
-        .await?;
+    let progress = m.roster_progress().await?;
     let bounced: Vec<String> = outbox::undeliverable(m.store)
         .await?
         .into_iter()
         .map(|u| u.address)
         .collect();
-    let mut units: Vec<UnitView> = roster_units
-        .iter()
-        .zip(progress)
+    let mut units: Vec<UnitView> = progress
+        .into_iter()
         .map(|(unit, p)| UnitView {
             unit_id: unit.id.clone(),
             unit_name: unit.name.clone(),
@@ -360,20 +369,10 @@ pub async fn queue_overdue_report(
             "配置中没有 [campaign]，无法生成通报".into(),
         ));
     };
-    let roster_units = m
-        .letters
-        .roster
-        .as_ref()
-        .map(|r| r.units.as_slice())
-        .unwrap_or_default();
-    let ids: Vec<&str> = roster_units.iter().map(|u| u.id.as_str()).collect();
-    let progress = m
-        .store
-        .unit_progress(&ids, m.letters.config.campaign_name())
-        .await?;
-    let missing: Vec<&crate::parse::roster::Unit> = roster_units
-        .iter()
-        .zip(&progress)
+    let missing: Vec<&crate::parse::roster::Unit> = m
+        .roster_progress()
+        .await?
+        .into_iter()
         .filter(|(_, p)| p.state == UnitState::Missing)
         .map(|(unit, _)| unit)
         .collect();

@@ -138,6 +138,19 @@ struct ReminderCount {
 }
 
 impl Store {
+    /// The progress of every unit of `roster` (none without one), with
+    /// its unit, in roster order.
+    pub async fn roster_progress<'r>(
+        &self,
+        roster: Option<&'r crate::parse::roster::Roster>,
+        campaign: &str,
+    ) -> Result<Vec<(&'r crate::parse::roster::Unit, UnitProgress)>> {
+        let units = roster.map(|r| r.units.as_slice()).unwrap_or_default();
+        let ids: Vec<&str> = units.iter().map(|u| u.id.as_str()).collect();
+        let progress = self.unit_progress(&ids, campaign).await?;
+        Ok(units.iter().zip(progress).collect())
+    }
+
     /// The progress of each of `units` (roster ids, in the order given) in
     /// the campaign `campaign`: four statements, whatever the number of
     /// units.

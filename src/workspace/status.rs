@@ -142,13 +142,12 @@ pub async fn build(
     now: i64,
 ) -> Result<Status, StoreError> {
     let tz = config.timezone();
-    let roster_units = roster.map(|r| r.units.as_slice()).unwrap_or_default();
-    let ids: Vec<&str> = roster_units.iter().map(|u| u.id.as_str()).collect();
-    let progress = store.unit_progress(&ids, config.campaign_name()).await?;
+    let progress = store
+        .roster_progress(roster, config.campaign_name())
+        .await?;
     let mut counts = Counts::default();
-    let mut units: Vec<UnitStatus> = roster_units
-        .iter()
-        .zip(progress)
+    let mut units: Vec<UnitStatus> = progress
+        .into_iter()
         .map(|(unit, p)| {
             match p.state {
                 UnitState::Registered => counts.registered += 1,
