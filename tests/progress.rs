@@ -170,14 +170,15 @@ async fn statements_for(backend: Backend, counter: &AtomicUsize) -> (usize, usiz
     let big_db = TestDb::new(backend).await;
     let big = Store::open(&big_db.url).await.expect("open");
     seed(&big, 500).await;
-    // Once unmeasured: a connection opened during the read would add its
-    // set-up statements to the count.
-    counted_read(&small, counter, 10).await;
-    counted_read(&big, counter, 500).await;
-    (
-        counted_read(&small, counter, 10).await,
-        counted_read(&big, counter, 500).await,
-    )
+    // The fewest of a few reads: a pooled connection is given back in the
+    // background, and a read that finds none free opens a new one, whose
+    // set-up statements would count too.
+    let mut fewest = (usize::MAX, usize::MAX);
+    for _ in 0..4 {
+        fewest.0 = fewest.0.min(counted_read(&small, counter, 10).await);
+        fewest.1 = fewest.1.min(counted_read(&big, counter, 500).await);
+    }
+    fewest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

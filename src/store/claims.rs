@@ -216,77 +216,8 @@ impl Store {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
-        for (i, a) in p.attachments.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO attachment (message, idx, filename, content_type, size, sha256, format, outcome, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(id)
-            .bind(i as i64)
-            .bind(a.filename.as_deref())
-            .bind(a.content_type.as_str())
-            .bind(a.size)
-            .bind(a.sha256.as_str())
-            .bind(a.format.as_str())
-            .bind(a.outcome.as_str())
-            .bind(a.detail.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (i, r) in p.registrations.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO registration (message, idx, unit_id, matched_by, source_name, fields, fingerprint, complete, received_at, held_unit)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(id)
-            .bind(i as i64)
-            .bind(r.unit_id.as_deref())
-            .bind(r.matched_by.as_deref())
-            .bind(r.source_name.as_str())
-            .bind(r.fields.as_str())
-            .bind(r.fingerprint.as_str())
-            .bind(i32::from(r.complete))
-            .bind(received_at)
-            .bind(r.held_unit.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (i, pr) in p.problems.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO problem (message, idx, field, code, text) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id)
-            .bind(i as i64)
-            .bind(pr.field.as_deref())
-            .bind(pr.code.as_str())
-            .bind(pr.text.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut finished = Finished::default();
-        if let Some(r) = &follow_up.receipt
-            && !outbox::any_ours(&mut tx, &r.unless_replying_to).await?
-        {
-            finished.receipt_queued = outbox::insert(&mut tx, &r.mail, &r.domain, now)
-                .await?
-                .is_some();
-        }
-        for reference in &follow_up.bounced {
-            if let Some(sent) = outbox::returned(&mut tx, reference).await? {
-                let unit = (!sent.unit_key.is_empty()).then_some(sent.unit_key.as_str());
-                outbox::insert_undeliverable(
-                    &mut tx,
-                    &sent.to_addr,
-                    unit,
-                    Some(&sent.id),
-                    "退信",
-                    now,
-                )
-                .await?;
-                finished.bounced = Some(sent);
-                break;
-            }
-        }
+        insert_results(&mut tx, id, p, received_at).await?;
+        let finished = write_follow_up(&mut tx, follow_up, now).await?;
         tx.commit().await?;
         Ok(Some(finished))
     }
@@ -382,4 +313,95 @@ impl Store {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// A message's results: its attachments, registrations and problems.
+async fn insert_results(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    p: &Processed,
+    received_at: i64,
+) -> Result<()> {
+    for (i, a) in p.attachments.iter().enumerate() {
+        sqlx::query(
+                "INSERT INTO attachment (message, idx, filename, content_type, size, sha256, format, outcome, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(id)
+            .bind(i as i64)
+            .bind(a.filename.as_deref())
+            .bind(a.content_type.as_str())
+            .bind(a.size)
+            .bind(a.sha256.as_str())
+            .bind(a.format.as_str())
+            .bind(a.outcome.as_str())
+            .bind(a.detail.as_deref())
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (i, r) in p.registrations.iter().enumerate() {
+        sqlx::query(
+                "INSERT INTO registration (message, idx, unit_id, matched_by, source_name, fields, fingerprint, complete, received_at, held_unit)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(id)
+            .bind(i as i64)
+            .bind(r.unit_id.as_deref())
+            .bind(r.matched_by.as_deref())
+            .bind(r.source_name.as_str())
+            .bind(r.fields.as_str())
+            .bind(r.fingerprint.as_str())
+            .bind(i32::from(r.complete))
+            .bind(received_at)
+            .bind(r.held_unit.as_deref())
+            .execute(&mut *conn)
+            .await?;
+    }
+    for (i, pr) in p.problems.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO problem (message, idx, field, code, text) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(i as i64)
+        .bind(pr.field.as_deref())
+        .bind(pr.code.as_str())
+        .bind(pr.text.as_str())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A processed message's follow-up: its receipt (unless it replies to one
+/// of our mails while bringing no form), or a bounce's mark.
+async fn write_follow_up(
+    conn: &mut sqlx::AnyConnection,
+    follow_up: &FollowUp,
+    now: i64,
+) -> Result<Finished> {
+    let mut finished = Finished::default();
+    if let Some(r) = &follow_up.receipt
+        && !outbox::any_ours(&mut *conn, &r.unless_replying_to).await?
+    {
+        finished.receipt_queued = outbox::insert(&mut *conn, &r.mail, &r.domain, now)
+            .await?
+            .is_some();
+    }
+    for reference in &follow_up.bounced {
+        if let Some(sent) = outbox::returned(&mut *conn, reference).await? {
+            let unit = (!sent.unit_key.is_empty()).then_some(sent.unit_key.as_str());
+            outbox::insert_undeliverable(
+                &mut *conn,
+                &sent.to_addr,
+                unit,
+                Some(&sent.id),
+                "退信",
+                now,
+            )
+            .await?;
+            finished.bounced = Some(sent);
+            break;
+        }
+    }
+    Ok(finished)
 }
