@@ -45,6 +45,25 @@ pub struct RawConfig {
     pub acknowledgements: RawAcknowledgements,
     #[serde(default)]
     pub report: RawReport,
+    #[serde(default)]
+    pub web: Option<RawWeb>,
+}
+
+/// `[web]`: the office's workspace in a browser.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWeb {
+    /// Address and port, e.g. `127.0.0.1:8080` (default).
+    pub listen: Option<String>,
+    /// PEM certificate chain and private key: served over HTTPS when both
+    /// are given.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// How long a login lasts (default 8h).
+    pub session: Option<String>,
+    /// Served behind a reverse proxy that terminates TLS: cookies get
+    /// `Secure` although this program speaks plain HTTP.
+    pub behind_tls_proxy: Option<bool>,
 }
 
 /// `[reminders]`: the 催报 schedule.
@@ -349,6 +368,22 @@ pub struct Config {
     pub stall_after: Duration,
     pub claim_lease: Duration,
     pub mailing: Mailing,
+    pub web: Option<Web>,
+}
+
+/// The checked `[web]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Web {
+    pub listen: std::net::SocketAddr,
+    pub tls: Option<WebTls>,
+    pub session: Duration,
+    pub behind_tls_proxy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The campaign's time zone when none is configured.
@@ -499,6 +534,7 @@ impl Config {
             stall_after,
             claim_lease,
             mailing: check_mailing(&raw.reminders, &raw.acknowledgements, &raw.report, &resolve)?,
+            web: raw.web.map(|w| check_web(w, &resolve)).transpose()?,
         })
     }
 }
@@ -518,6 +554,7 @@ fn unreachable_defaults() -> Config {
         limits: Limits::default(),
         stall_after: Duration::from_secs(30 * 60),
         claim_lease: Duration::from_secs(300),
+        web: None,
         mailing: Mailing {
             reminders_enabled: true,
             hold_limit: DEFAULT_HOLD_LIMIT,
@@ -720,6 +757,48 @@ fn check_secret(
 }
 
 /// `60s`, `5m`, `1h`, or a number of seconds.
+fn check_web(raw: RawWeb, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Web, ConfigError> {
+    let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
+    let listen = listen.parse().map_err(|_| {
+        ConfigError::new(
+            "web.listen",
+            format!("应为“127.0.0.1:8080”这样的地址和端口，而不是“{listen}”"),
+        )
+    })?;
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (Some(cert), Some(key)) => Some(WebTls {
+            cert: resolve(&cert),
+            key: resolve(&key),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "web.tls_key",
+                "给出了 tls_cert，还需要 tls_key",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "web.tls_cert",
+                "给出了 tls_key，还需要 tls_cert",
+            ));
+        }
+    };
+    let session = duration_at_least(
+        "web.session",
+        raw.session.as_deref(),
+        Duration::from_secs(8 * 3600),
+        60,
+        "应为“8h”这样的时长且不少于 1 分钟",
+    )?;
+    Ok(Web {
+        listen,
+        tls,
+        session,
+        behind_tls_proxy: raw.behind_tls_proxy.unwrap_or(false),
+    })
+}
+
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = s

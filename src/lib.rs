@@ -21,4 +21,5 @@ pub mod config;
 pub mod parse;
 pub mod service;
 pub mod store;
+pub mod web;
 pub mod workspace;

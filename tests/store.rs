@@ -280,7 +280,11 @@ async fn a_corrupt_stored_row_is_an_error_naming_it(backend: Backend) {
     broken.registrations[0].fields = "{\"leader\": ".into();
     assert!(store.finish("m1", "w", T0, &broken).await.unwrap());
     let error = store
-        .unit_progress(&["unit0"], "c")
+        .unit_progress(
+            &["unit0"],
+            "c",
+            &xxdc_intake::parse::pipeline::DEFAULT_REQUIRED,
+        )
         .await
         .expect_err("a corrupt row is an error");
     let text = error.to_string();

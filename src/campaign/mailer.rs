@@ -221,6 +221,8 @@ impl Mailer {
             | MailKind::OverdueReminder
             | MailKind::OverdueReport
             | MailKind::RemindersHeld => "auto-generated",
+            // Sent because a person clicked: not automatic.
+            MailKind::CorrectionRequest => "no",
         };
         let mut builder = Message::builder()
             .from(self.from.clone())

@@ -97,6 +97,7 @@ impl<'a> Mailing<'a> {
             .roster_progress(
                 self.letters.roster.as_ref(),
                 self.letters.config.campaign_name(),
+                &self.letters.config.required,
             )
             .await
     }
@@ -498,4 +499,77 @@ mod tests {
         .expect("xlsx");
         assert!(bytes.starts_with(b"PK"));
     }
+}
+
+/// What a correction request says and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrectionRequest {
+    pub outbox_id: String,
+    pub to: String,
+    pub subject: String,
+}
+
+/// Queues a polite mail asking the unit to correct its registration
+/// (`items`: one line per missing or invalid field), to the address its
+/// registration came from, else its roster address. Each call is its own
+/// mail (a person clicked), paced and retried like every other. `None`
+/// when the unit has no address to write to.
+pub async fn queue_correction_request(
+    m: &Mailing<'_>,
+    unit: &crate::parse::roster::Unit,
+    reply_to: Option<(&str, Option<&str>)>,
+    items: &[String],
+    note: Option<&str>,
+    now: i64,
+) -> Result<Option<CorrectionRequest>, CampaignError> {
+    let bounced: Vec<String> = outbox::undeliverable(m.store)
+        .await?
+        .into_iter()
+        .map(|u| u.address)
+        .collect();
+    let to = reply_to
+        .map(|(from, _)| from.to_string())
+        .filter(|a| !bounced.contains(a))
+        .or_else(|| unit.emails.iter().find(|e| !bounced.contains(e)).cloned());
+    let Some(to) = to else {
+        return Ok(None);
+    };
+    let mut values = m.letters.base_values(now);
+    values.insert("unit_name", unit.name.clone());
+    values.insert(
+        "items",
+        items
+            .iter()
+            .map(|i| format!("  · {i}\n"))
+            .collect::<String>(),
+    );
+    values.insert(
+        "note",
+        note.filter(|n| !n.trim().is_empty())
+            .map(|n| format!("说明：{n}\n"))
+            .unwrap_or_default(),
+    );
+    let (subject, body) = m
+        .letters
+        .templates
+        .render(MailKind::CorrectionRequest, &values);
+    let mail = NewMail {
+        campaign: m.letters.campaign_name(),
+        unit_key: unit.id.clone(),
+        slot: format!("ask:{now}:{:08x}", rand::random::<u32>()),
+        kind: MailKind::CorrectionRequest,
+        to: to.clone(),
+        subject: subject.clone(),
+        body,
+        in_reply_to: reply_to.and_then(|(_, id)| id.map(String::from)),
+        attachment: None,
+    };
+    let Some(outbox_id) = outbox::queue(m.store, &mail, &m.letters.domain, now).await? else {
+        return Ok(None);
+    };
+    Ok(Some(CorrectionRequest {
+        outbox_id,
+        to,
+        subject,
+    }))
 }

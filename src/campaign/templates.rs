@@ -21,6 +21,9 @@ fn default_subject(kind: MailKind) -> &'static str {
         MailKind::OverdueReminder => "催报：{unit_name}的分管政务信息领导及信息员登记表尚未收到",
         MailKind::OverdueReport => "通报：截至{now}尚未报送登记表的单位（{count}个）",
         MailKind::RemindersHeld => "请注意：催报提醒已暂停（{reason}）",
+        MailKind::CorrectionRequest => {
+            "请核对：{unit_name}的分管政务信息领导及信息员登记表需要更正"
+        }
     }
 }
 
@@ -32,8 +35,20 @@ fn default_body(kind: MailKind) -> &'static str {
         MailKind::OverdueReminder => DEFAULT_OVERDUE_REMINDER,
         MailKind::OverdueReport => DEFAULT_OVERDUE_REPORT,
         MailKind::RemindersHeld => DEFAULT_REMINDERS_HELD,
+        MailKind::CorrectionRequest => DEFAULT_CORRECTION_REQUEST,
     }
 }
+
+const DEFAULT_CORRECTION_REQUEST: &str = "{unit_name}：
+
+感谢您单位报送《分管政务信息领导及信息员登记表》。经核对，以下内容缺少或有误：
+
+{items}
+{note}
+请于{deadline}前补充或更正后，直接回复本邮件或重新发送登记表。谢谢！
+
+{office}
+";
 
 const DEFAULT_ACK: &str = "{unit_name}：
 
@@ -229,6 +244,16 @@ pub fn placeholders(kind: MailKind) -> &'static [&'static str] {
         ],
         MailKind::OverdueReport => &["deadline", "now", "office", "campaign", "count", "units"],
         MailKind::RemindersHeld => &["deadline", "now", "office", "campaign", "reason", "since"],
+        MailKind::CorrectionRequest => &[
+            "unit_name",
+            "deadline",
+            "now",
+            "remaining",
+            "office",
+            "campaign",
+            "items",
+            "note",
+        ],
     }
 }
 

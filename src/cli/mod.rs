@@ -14,6 +14,7 @@ mod remind;
 mod report;
 mod service;
 mod status;
+mod workspace;
 
 use std::path::{Path, PathBuf};
 
@@ -94,6 +95,32 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// 待人工处理的邮件：查看、归属到单位、确认、标记为非报送
+    Review {
+        #[command(subcommand)]
+        action: ReviewAction,
+    },
+    /// 单位登记：查看或更正某一字段
+    Registration {
+        #[command(subcommand)]
+        action: RegistrationAction,
+    },
+    /// 导出名册（xlsx、csv 或 vCard 通讯录）
+    Export {
+        /// 文件格式
+        #[arg(long, value_enum)]
+        format: workspace::ExportFormat,
+        /// 写入的文件
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// 工作台（网页）的用户
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// 只运行工作台网页（不收取邮件），如在第二台机器上读取同一 PostgreSQL
+    Web,
     /// Internal: reads one attachment from stdin in the sandbox child.
     #[command(name = "__read", hide = true)]
     Read {
@@ -124,6 +151,99 @@ enum RemindAction {
         /// 只显示将发送的邮件，不发送
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReviewAction {
+    /// 列出待人工处理的邮件（最早的在前）
+    List {
+        /// 以 JSON 输出（与 status --json 的 review 相同）
+        #[arg(long)]
+        json: bool,
+    },
+    /// 把邮件归属到某单位（扫描件会得到一份空白登记，再用 registration set 逐项填写）
+    Assign {
+        /// 邮件（review list 中的 message_id）
+        message: String,
+        /// 单位编号（名单中的编号）
+        unit_id: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// 确认某单位当前的登记（其余问题一并接受）
+    Accept {
+        /// 单位编号
+        unit_id: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// 标记邮件不是报送（垃圾邮件、咨询、重复），须说明原因
+    Dismiss {
+        /// 邮件（review list 中的 message_id）
+        message: String,
+        /// 处理人（默认为当前登录名）
+        #[arg(long)]
+        by: Option<String>,
+        /// 原因
+        #[arg(long, required = true)]
+        note: String,
+    },
+}
+
+/// Who decides, and why.
+#[derive(Debug, clap::Args)]
+struct Who {
+    /// 处理人（默认为当前登录名）
+    #[arg(long)]
+    by: Option<String>,
+    /// 说明
+    #[arg(long)]
+    note: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RegistrationAction {
+    /// 更正单位当前登记中的一个字段（值按读取表格的规则检查，无效时拒绝）
+    Set {
+        /// 单位编号
+        unit_id: String,
+        /// 字段，写作“分组.字段”，如 officer.mobile、leader.name
+        field: String,
+        /// 新的值（空字符串表示清空）
+        value: String,
+        #[command(flatten)]
+        who: Who,
+    },
+    /// 显示单位当前的登记和处理记录
+    Show {
+        /// 单位编号
+        unit_id: String,
+        /// 以 JSON 输出
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// 添加用户（或为已有用户设置新密码和权限），密码从标准输入读取
+    Add {
+        /// 用户名（字母、数字、点、下划线、连字符）
+        name: String,
+        /// 权限：editor（可处理）或 viewer（只读）
+        #[arg(long, default_value = "editor", value_parser = parse_role)]
+        role: crate::store::Role,
+        /// 从标准输入读取密码（第一行）
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// 列出用户
+    List,
+    /// 停用用户并结束其会话
+    Disable {
+        /// 用户名
+        name: String,
     },
 }
 
@@ -273,8 +393,72 @@ fn dispatch(config: Option<&Path>, command: Command) -> Result<(), CliError> {
         Command::Report {
             action: ReportAction::Overdue,
         } => with_runtime(report::overdue(config)),
+        Command::Review { action } => with_runtime(review(config, action)),
+        Command::Registration {
+            action:
+                RegistrationAction::Set {
+                    unit_id,
+                    field,
+                    value,
+                    who,
+                },
+        } => with_runtime(workspace::set(
+            config,
+            &unit_id,
+            &field,
+            &value,
+            workspace::actor(who.by, who.note),
+        )),
+        Command::Registration {
+            action: RegistrationAction::Show { unit_id, json },
+        } => with_runtime(workspace::show(config, &unit_id, json)),
+        Command::Export { format, out } => with_runtime(workspace::export(config, format, &out)),
+        Command::User {
+            action:
+                UserAction::Add {
+                    name,
+                    role,
+                    password_stdin,
+                },
+        } => with_runtime(workspace::user_add(config, &name, role, password_stdin)),
+        Command::User {
+            action: UserAction::List,
+        } => with_runtime(workspace::user_list(config)),
+        Command::User {
+            action: UserAction::Disable { name },
+        } => with_runtime(workspace::user_disable(config, &name)),
+        Command::Web => with_runtime(service::web(config)),
         Command::Read { .. } => Err(CliError::Usage("__read 只用于附件读取子进程".into())),
     }
+}
+
+async fn review(config: Option<&Path>, action: ReviewAction) -> Result<(), CliError> {
+    match action {
+        ReviewAction::List { json } => workspace::review_list(config, json).await,
+        ReviewAction::Assign {
+            message,
+            unit_id,
+            who,
+        } => {
+            workspace::assign(
+                config,
+                &message,
+                &unit_id,
+                workspace::actor(who.by, who.note),
+            )
+            .await
+        }
+        ReviewAction::Accept { unit_id, who } => {
+            workspace::accept(config, &unit_id, workspace::actor(who.by, who.note)).await
+        }
+        ReviewAction::Dismiss { message, by, note } => {
+            workspace::dismiss(config, &message, workspace::actor(by, Some(note))).await
+        }
+    }
+}
+
+fn parse_role(text: &str) -> Result<crate::store::Role, String> {
+    crate::store::Role::parse(text).ok_or_else(|| format!("权限应为 editor 或 viewer：{text}"))
 }
 
 fn first_line(text: &str) -> &str {

@@ -9,10 +9,54 @@ use crate::service::intake::Step;
 use crate::store::Store;
 
 /// `run`: the service until SIGTERM/SIGINT, or one pass with `--once`.
+/// With `[web]` (and not `--once`), the workspace is served beside the
+/// mailbox work; its listener is bound first, so that a port in use is a
+/// clear error at start.
 pub(super) async fn run(config: Option<&Path>, once: bool) -> Result<(), CliError> {
     warn_if_root();
-    let app = Arc::new(open_app(config).await?);
-    let result = daemon::run(Arc::clone(&app), RunOptions { once }, shutdown_signal()).await;
+    let config = service_config(config)?;
+    let web = config.web.clone().filter(|_| !once);
+    let listener = match &web {
+        Some(web) => Some(
+            crate::web::bind(web)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let app = Arc::new(super::open_app_with(config).await?);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let pages = match (web, listener) {
+        (Some(web), Some(listener)) => {
+            tracing::info!(address = %address_text(&web), "workspace served beside the service");
+            let state = crate::web::WebState::new(Arc::clone(&app), &web);
+            let until = stopped(stop_rx.clone());
+            Some(tokio::spawn(async move {
+                crate::web::serve(state, &web, listener, until).await
+            }))
+        }
+        _ => None,
+    };
+    let signal = tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        }
+    });
+    let result = daemon::run(Arc::clone(&app), RunOptions { once }, stopped(stop_rx)).await;
+    signal.abort();
+    let _ = stop_tx.send(true);
+    if let Some(pages) = pages {
+        match pages.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "workspace stopped on an error"),
+            Err(e) => tracing::error!(error = %e, "workspace task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     app.close().await;
     Ok(result?)
 }
@@ -91,4 +135,40 @@ fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// `web`: the workspace alone (no mailbox work), e.g. on a second machine
+/// reading the same PostgreSQL.
+pub(super) async fn web(config: Option<&Path>) -> Result<(), CliError> {
+    let config = service_config(config)?;
+    let Some(web) = config.web.clone() else {
+        return Err(CliError::config(
+            "web",
+            "缺少 [web]（如 listen = \"127.0.0.1:8080\"），无法提供工作台网页",
+        ));
+    };
+    let listener = crate::web::bind(&web)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let app = Arc::new(super::open_app_with(config).await?);
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("工作台网页已开始服务"),
+    ]);
+    eprintln!("工作台：{}", address_text(&web));
+    let state = crate::web::WebState::new(Arc::clone(&app), &web);
+    let served = crate::web::serve(state, &web, listener, shutdown_signal()).await;
+    app.close().await;
+    served.map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// The address people type into the browser.
+pub(super) fn address_text(web: &crate::config::Web) -> String {
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    let host = if web.listen.ip().is_unspecified() {
+        "本机地址".to_string()
+    } else {
+        web.listen.ip().to_string()
+    };
+    format!("{scheme}://{host}:{}/", web.listen.port())
 }

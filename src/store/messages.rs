@@ -17,6 +17,8 @@ pub struct MessageCounts {
 /// failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewRow {
+    /// The program's id of the message.
+    pub id: String,
     pub message_id: Option<String>,
     pub from_addr: Option<String>,
     pub subject: Option<String>,
@@ -25,6 +27,25 @@ pub struct ReviewRow {
     pub last_error: Option<String>,
     /// The code of the message's first problem.
     pub first_problem: Option<String>,
+    /// The unit it concerns: the one a registration of it was credited
+    /// to, else the one a held-back registration names, else the unit of
+    /// its sender's address.
+    pub unit_id: Option<String>,
+    pub attachments: Vec<AttachmentBrief>,
+}
+
+/// An attachment of a message, as the review list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct AttachmentBrief {
+    #[serde(skip)]
+    pub message: String,
+    pub idx: i64,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    pub format: String,
+    pub outcome: String,
+    pub detail: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -37,6 +58,7 @@ struct ReviewDbRow {
     state: String,
     last_error: Option<String>,
     first_problem: Option<String>,
+    unit_id: Option<String>,
 }
 
 /// What a receipt or a bounce needs to know about a processed message.
@@ -91,30 +113,62 @@ impl Store {
         .await?)
     }
 
-    /// Messages waiting for a person, oldest first.
+    /// Messages waiting for a person, oldest first: processed and marked
+    /// for review, or failed, and not yet decided by a person (credited to
+    /// a unit or dismissed). Two statements.
     pub async fn review_rows(&self) -> Result<Vec<ReviewRow>> {
-        let rows: Vec<ReviewDbRow> = sqlx::query_as(
+        const WAITING: &str = "((m.state = 'done' AND m.needs_review = 1) OR m.state = 'failed')
+             AND m.id NOT IN (SELECT d.message FROM decision d
+                              WHERE d.kind IN ('assign', 'dismiss') AND d.message IS NOT NULL)";
+        let rows: Vec<ReviewDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT m.id, m.message_id, m.from_addr, m.subject, m.received_at, m.state, m.last_error,
-                    (SELECT p.code FROM problem p WHERE p.message = m.id ORDER BY p.idx LIMIT 1) AS first_problem
-             FROM message m
-             WHERE (m.state = 'done' AND m.needs_review = 1) OR m.state = 'failed'
-             ORDER BY m.received_at, m.id",
-        )
+                    (SELECT p.code FROM problem p WHERE p.message = m.id ORDER BY p.idx LIMIT 1) AS first_problem,
+                    COALESCE((SELECT r.unit_id FROM registration r WHERE r.message = m.id AND r.unit_id IS NOT NULL ORDER BY r.idx LIMIT 1),
+                             (SELECT r.held_unit FROM registration r WHERE r.message = m.id AND r.held_unit IS NOT NULL ORDER BY r.idx LIMIT 1),
+                             m.sender_unit) AS unit_id
+             FROM message m WHERE {WAITING}
+             ORDER BY m.received_at, m.id"
+        )))
         .fetch_all(&self.pool)
         .await?;
+        let attachments: Vec<AttachmentBrief> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT a.message, a.idx, a.filename, a.content_type, a.size, a.format, a.outcome, a.detail
+             FROM attachment a JOIN message m ON m.id = a.message WHERE {WAITING}
+             ORDER BY a.message, a.idx"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut of: std::collections::HashMap<String, Vec<AttachmentBrief>> = Default::default();
+        for a in attachments {
+            of.entry(a.message.clone()).or_default().push(a);
+        }
         rows.into_iter()
             .map(|r| {
                 Ok(ReviewRow {
                     state: MessageState::decode(&r.state, "message", &r.id, "state")?,
+                    attachments: of.remove(&r.id).unwrap_or_default(),
+                    id: r.id,
                     message_id: r.message_id,
                     from_addr: r.from_addr,
                     subject: r.subject,
                     received_at: r.received_at,
                     last_error: r.last_error,
                     first_problem: r.first_problem,
+                    unit_id: r.unit_id,
                 })
             })
             .collect()
+    }
+
+    /// A message's attachments, in order.
+    pub async fn attachments_of(&self, id: &str) -> Result<Vec<AttachmentBrief>> {
+        Ok(sqlx::query_as(
+            "SELECT message, idx, filename, content_type, size, format, outcome, detail
+             FROM attachment WHERE message = $1 ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// A processed message, as a receipt or a bounce needs it.

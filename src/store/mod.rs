@@ -17,6 +17,7 @@
 //! writes SQL.
 
 mod claims;
+mod decisions;
 mod instances;
 mod ledger;
 mod messages;
@@ -24,6 +25,7 @@ pub mod outbox;
 pub mod progress;
 mod sources;
 mod text;
+mod users;
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -31,11 +33,15 @@ use sqlx::any::AnyPoolOptions;
 pub use claims::{
     AttachmentRow, Claimed, Finished, FollowUp, ProblemRow, Processed, Receipt, RegistrationRow,
 };
+pub use decisions::{Decision, DecisionKind, MessageRef, NewDecision};
 pub use instances::{ClaimCounts, Note};
 pub use ledger::{MailboxKey, NewMessage, Recorded};
-pub use messages::{MessageCounts, ProcessedMessage, ReviewRow, StoredRegistration};
+pub use messages::{
+    AttachmentBrief, MessageCounts, ProcessedMessage, ReviewRow, StoredRegistration,
+};
 pub use sources::{Lease, SourceState};
 pub use text::MessageState;
+pub use users::{Role, Session, User};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -270,4 +276,9 @@ fn sqlite_url(url: &str) -> Result<(String, Option<std::path::PathBuf>)> {
     }
     let lock = (path != ":memory:").then(|| std::path::PathBuf::from(format!("{path}.lock")));
     Ok((format!("sqlite://{path}?{}", params.join("&")), lock))
+}
+
+/// A random id for a row (128 bits, hex).
+fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

@@ -33,16 +33,20 @@ pub enum MailKind {
     /// To the office: reminders are held back because a source has not
     /// caught up (units are not reminded on stale data).
     RemindersHeld,
+    /// To a unit, sent by a person from the workspace: what to correct in
+    /// its registration.
+    CorrectionRequest,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 6] = [
+    pub const ALL: [MailKind; 7] = [
         MailKind::Ack,
         MailKind::AckUnmatched,
         MailKind::Reminder,
         MailKind::OverdueReminder,
         MailKind::OverdueReport,
         MailKind::RemindersHeld,
+        MailKind::CorrectionRequest,
     ];
 
     pub fn stem(self) -> &'static str {
@@ -53,6 +57,7 @@ impl MailKind {
             MailKind::OverdueReminder => "overdue_reminder",
             MailKind::OverdueReport => "overdue_report",
             MailKind::RemindersHeld => "reminders_held",
+            MailKind::CorrectionRequest => "correction_request",
         }
     }
 }
@@ -119,6 +124,7 @@ impl StoredText for OutboxKind {
         Self::Mail(MailKind::OverdueReminder),
         Self::Mail(MailKind::OverdueReport),
         Self::Mail(MailKind::RemindersHeld),
+        Self::Mail(MailKind::CorrectionRequest),
         Self::Missed,
     ];
 
@@ -562,6 +568,56 @@ pub async fn reminders(store: &Store, campaign: &str) -> Result<Vec<Record>> {
                 unit_key: r.unit_key,
                 slot: r.slot,
                 at: r.at,
+            })
+        })
+        .collect()
+}
+
+/// A mail we wrote to one unit, as its history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitMail {
+    pub kind: OutboxKind,
+    pub state: OutboxState,
+    pub to: String,
+    pub subject: String,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UnitMailRow {
+    id: String,
+    kind: String,
+    state: String,
+    to_addr: String,
+    subject: String,
+    created_at: i64,
+    sent_at: Option<i64>,
+    last_error: Option<String>,
+}
+
+/// Every mail of a campaign written to one unit (receipts, reminders,
+/// correction requests), oldest first.
+pub async fn of_unit(store: &Store, campaign: &str, unit: &str) -> Result<Vec<UnitMail>> {
+    let rows: Vec<UnitMailRow> = sqlx::query_as(
+        "SELECT id, kind, state, to_addr, subject, created_at, sent_at, last_error FROM outbox
+         WHERE campaign = $1 AND unit_key = $2 ORDER BY created_at, id",
+    )
+    .bind(campaign)
+    .bind(unit)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(UnitMail {
+                kind: OutboxKind::decode(&r.kind, "outbox", &r.id, "kind")?,
+                state: OutboxState::decode(&r.state, "outbox", &r.id, "state")?,
+                to: r.to_addr,
+                subject: r.subject,
+                created_at: r.created_at,
+                sent_at: r.sent_at,
+                last_error: r.last_error,
             })
         })
         .collect()

@@ -20,7 +20,7 @@ use crate::service::intake::SILENT_AFTER;
 use crate::service::sources::{kind_name, stalled};
 use crate::store::outbox::{self, OutboxState};
 use crate::store::progress::{UnitProgress, UnitState};
-use crate::store::{MessageState, SourceState, Store, StoreError};
+use crate::store::{AttachmentBrief, MessageState, SourceState, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -119,11 +119,22 @@ pub struct UnitStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewItem {
-    pub message_id: Option<String>,
+    /// The message's Message-ID, or the program's id of a message without
+    /// one: what `review assign`/`dismiss` take.
+    pub message_id: String,
+    /// The program's id of the message.
+    pub id: String,
     pub from: Option<String>,
     pub subject: Option<String>,
     pub received_at: String,
+    /// A problem code (or `failed: …`).
     pub reason: String,
+    /// The unit it concerns, or null.
+    pub unit_id: Option<String>,
+    pub attachments: Vec<AttachmentBrief>,
+    /// For the time ordering of pages (not in the JSON).
+    #[serde(skip)]
+    pub received_ts: i64,
 }
 
 /// RFC 3339 in the campaign's time zone.
@@ -143,8 +154,9 @@ pub async fn build(
 ) -> Result<Status, StoreError> {
     let tz = config.timezone();
     let progress = store
-        .roster_progress(roster, config.campaign_name())
+        .roster_progress(roster, config.campaign_name(), &config.required)
         .await?;
+    let review = review_items(store, tz, &progress).await?;
     let mut counts = Counts::default();
     let mut units: Vec<UnitStatus> = progress
         .into_iter()
@@ -171,24 +183,6 @@ pub async fn build(
     let claims = store.claim_counts(now, now - SILENT_AFTER).await?;
     counts.processing_messages = claims.processing;
     counts.stale_claims = claims.stale;
-
-    let review = store
-        .review_rows()
-        .await?
-        .into_iter()
-        .map(|r| ReviewItem {
-            reason: match r.state {
-                MessageState::Failed => {
-                    format!("failed: {}", r.last_error.unwrap_or_default())
-                }
-                _ => r.first_problem.unwrap_or_else(|| "needs_review".into()),
-            },
-            message_id: r.message_id,
-            from: r.from_addr,
-            subject: r.subject,
-            received_at: rfc3339(tz, r.received_at),
-        })
-        .collect();
 
     let reminders_held = store.read_note(HELD_NOTE).await?.map(|n| Held {
         reason: n.value,
@@ -226,6 +220,48 @@ pub async fn build(
         outbox: outbox::count_by_state(store).await?,
         outbox_resends: outbox::resends(store).await?,
     })
+}
+
+/// The messages waiting for a person, oldest first: those not decided
+/// yet, except the ones a settled registration of their unit covers (the
+/// unit is registered with a registration received as late, or accepted).
+pub async fn review_items(
+    store: &Store,
+    tz: Tz,
+    progress: &[(&Unit, UnitProgress)],
+) -> Result<Vec<ReviewItem>, StoreError> {
+    let settled: HashMap<&str, i64> = progress
+        .iter()
+        .filter(|(_, p)| p.state == UnitState::Registered)
+        .filter_map(|(u, p)| p.latest.as_ref().map(|l| (u.id.as_str(), l.received_at)))
+        .collect();
+    Ok(store
+        .review_rows()
+        .await?
+        .into_iter()
+        .filter(|r| {
+            r.unit_id
+                .as_deref()
+                .and_then(|u| settled.get(u))
+                .is_none_or(|&at| r.received_at > at)
+        })
+        .map(|r| ReviewItem {
+            reason: match r.state {
+                MessageState::Failed => {
+                    format!("failed: {}", r.last_error.unwrap_or_default())
+                }
+                _ => r.first_problem.unwrap_or_else(|| "needs_review".into()),
+            },
+            message_id: r.message_id.unwrap_or_else(|| r.id.clone()),
+            id: r.id,
+            from: r.from_addr,
+            subject: r.subject,
+            received_at: rfc3339(tz, r.received_at),
+            received_ts: r.received_at,
+            unit_id: r.unit_id,
+            attachments: r.attachments,
+        })
+        .collect())
 }
 
 fn unit_status(unit: &Unit, p: UnitProgress, tz: Tz) -> UnitStatus {
