@@ -535,11 +535,12 @@ fn apply(
         .filter(|(field, code)| {
             // A person crediting the message settles how it was matched
             // (unknown unit, conflict, scan, sender).
-            !(credit.by_person && SETTLED_BY_ASSIGN.contains(code))
-                // A corrected field's problem is gone; a missing field is
-                // counted again below.
-                && !(recomputed && *code == "missing_field")
-                && field.is_none_or(|f| !corrected.iter().any(|c| c == f))
+            let settled = credit.by_person && SETTLED_BY_ASSIGN.contains(code);
+            // A corrected field's problem is gone; a missing field is
+            // counted again below.
+            let recounted = recomputed && *code == "missing_field";
+            let fixed = field.is_some_and(|f| corrected.iter().any(|c| c == f));
+            !(settled || recounted || fixed)
         })
         .map(|(_, code)| code.to_string())
         .collect();

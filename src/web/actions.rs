@@ -1,5 +1,5 @@
 //! What a person changes from the pages: each `POST` checks the session's
-//! CSRF token and the editor role ([`check_action`]), does what the
+//! CSRF token and the editor role ([`refusal`]), does what the
 //! command line does through [`crate::workspace::decide`], and answers 303
 //! back to the page with what happened (`?ok=` or `?err=`).
 
@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 
 use super::WebState;
-use super::auth::{Authed, check_action};
+use super::auth::{Authed, refusal};
 use super::pages::ask_items;
 use crate::workspace::decide::{self, Actor, Refused};
 
@@ -115,7 +115,7 @@ pub async fn assign(
     Extension(user): Extension<Authed>,
     Form(form): Form<AssignForm>,
 ) -> Response {
-    if let Err(r) = check_action(&user, &form.csrf) {
+    if let Some(r) = refusal(&user, &form.csrf) {
         return r;
     }
     let unit_id = form.unit_id.trim();
@@ -149,7 +149,7 @@ pub async fn dismiss(
     Extension(user): Extension<Authed>,
     Form(form): Form<DismissForm>,
 ) -> Response {
-    if let Err(r) = check_action(&user, &form.csrf) {
+    if let Some(r) = refusal(&user, &form.csrf) {
         return r;
     }
     let outcome = decide::dismiss(
@@ -175,7 +175,7 @@ pub async fn accept(
     Path(unit_id): Path<String>,
     Form(form): Form<NoteForm>,
 ) -> Response {
-    if let Err(r) = check_action(&user, &form.csrf) {
+    if let Some(r) = refusal(&user, &form.csrf) {
         return r;
     }
     let outcome = async {
@@ -202,7 +202,7 @@ pub async fn set_field(
     Path(unit_id): Path<String>,
     Form(form): Form<SetForm>,
 ) -> Response {
-    if let Err(r) = check_action(&user, &form.csrf) {
+    if let Some(r) = refusal(&user, &form.csrf) {
         return r;
     }
     let outcome = async {
@@ -236,7 +236,7 @@ pub async fn ask(
     Path(unit_id): Path<String>,
     Form(form): Form<NoteForm>,
 ) -> Response {
-    if let Err(r) = check_action(&user, &form.csrf) {
+    if let Some(r) = refusal(&user, &form.csrf) {
         return r;
     }
     let outcome = ask_unit(&state, &user, &unit_id, &form.note).await;
@@ -326,7 +326,7 @@ pub async fn send_now(
     Extension(user): Extension<Authed>,
     Form(form): Form<SendNowForm>,
 ) -> Response {
-    if let Err(r) = check_action(&user, &form.csrf) {
+    if let Some(r) = refusal(&user, &form.csrf) {
         return r;
     }
     let app = &state.app;

@@ -181,20 +181,17 @@ pub async fn require_session(
     next.run(request).await
 }
 
-/// Refuses a state-changing request: 403 without the session's CSRF
-/// token, or by a user who may only read.
-pub fn check_action(user: &Authed, csrf: &str) -> Result<(), Response> {
-    if !same(csrf, &user.csrf) {
-        return Err((
-            StatusCode::FORBIDDEN,
-            "请求无效（缺少或错误的表单令牌），请刷新页面后重试",
-        )
-            .into_response());
-    }
-    if !user.can_edit() {
-        return Err((StatusCode::FORBIDDEN, "您的账户只能查看，不能进行处理").into_response());
-    }
-    Ok(())
+/// The refusal of a state-changing request, if it is refused: 403
+/// without the session's CSRF token, or by a user who may only read.
+pub fn refusal(user: &Authed, csrf: &str) -> Option<Response> {
+    let why = if !same(csrf, &user.csrf) {
+        "请求无效（缺少或错误的表单令牌），请刷新页面后重试"
+    } else if !user.can_edit() {
+        "您的账户只能查看，不能进行处理"
+    } else {
+        return None;
+    };
+    Some((StatusCode::FORBIDDEN, why).into_response())
 }
 
 #[derive(Template)]

@@ -200,7 +200,7 @@ pub fn progress_chart(p: &Progress) -> String {
 
     // Per-day bars (same unit scale as the cumulative line).
     let bar_w = (day_w * 0.6).clamp(1.0, 28.0);
-    for &(d, count, _) in &cumulative {
+    for &(d, count, cum) in &cumulative {
         let cx = x_mid(index(d));
         let top = y(count);
         let title = format!("{}：当日新登记 {count} 个单位", day_label(d, with_year));
@@ -213,12 +213,23 @@ pub fn progress_chart(p: &Progress) -> String {
             Some(&title),
         );
         if day_w >= 18.0 {
-            svg.text(
-                cx,
-                top - 3.0,
-                Font::new(10.0, Anchor::Middle, C_MUTED),
-                &count.to_string(),
-            );
+            // Above the bar, unless the cumulative dot sits there: then inside
+            // a tall enough bar, else only in the tooltip.
+            let above = top - 3.0;
+            let font = Font::new(10.0, Anchor::Middle, C_MUTED);
+            if (above - 4.0 - y(cum)).abs() >= 9.0 {
+                svg.text(cx, above, font, &count.to_string());
+            } else if BOTTOM - top >= 18.0 {
+                svg.text(
+                    cx,
+                    top + 14.0,
+                    Font {
+                        fill: C_TEXT,
+                        ..font
+                    },
+                    &count.to_string(),
+                );
+            }
         }
     }
     let _ = write!(
@@ -1365,72 +1376,5 @@ mod tests {
                 .any(|t| t.ends_with('…') && t.chars().count() < long.chars().count())
         );
         assert!(svg.contains(&long), "the full name stays in the tooltip");
-    }
-}
-#[cfg(test)]
-mod dump_tmp {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn dump() {
-        let d = |m, day| NaiveDate::from_ymd_opt(2025, m, day).unwrap();
-        let p = Progress {
-            total: 17,
-            per_day: vec![(d(5, 17), 3), (d(5, 18), 4), (d(5, 20), 2)],
-            start: Some(d(5, 12)),
-            deadline: Some(d(5, 20)),
-            today: d(5, 21),
-        };
-        let start = d(1, 1);
-        let long = Progress {
-            total: 180,
-            per_day: (0..130u64)
-                .step_by(2)
-                .map(|i| (start + Days::new(i), (i % 5) as usize + 1))
-                .collect(),
-            start: Some(start),
-            deadline: Some(start + Days::new(120)),
-            today: start + Days::new(129),
-        };
-        let empty = Progress {
-            per_day: vec![],
-            today: d(5, 14),
-            ..p.clone()
-        };
-        let rows = vec![
-            CategoryCount {
-                category: "乡镇街道".into(),
-                registered: 12,
-                needs_review: 1,
-                missing: 5,
-            },
-            CategoryCount {
-                category: "县直单位".into(),
-                registered: 30,
-                needs_review: 3,
-                missing: 40,
-            },
-            CategoryCount {
-                category: "<script>alert(1)</script>".into(),
-                registered: 0,
-                needs_review: 2,
-                missing: 0,
-            },
-            CategoryCount {
-                category: "空".into(),
-                registered: 0,
-                needs_review: 0,
-                missing: 0,
-            },
-        ];
-        let html = format!(
-            "<html><body style='width:1300px'>{}{}{}{}{}</body></html>",
-            progress_chart(&p),
-            progress_chart(&long),
-            progress_chart(&empty),
-            category_chart(&rows),
-            category_chart(&[])
-        );
-        std::fs::write("/tmp/chart_dump.html", html).unwrap();
     }
 }
