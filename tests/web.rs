@@ -589,4 +589,74 @@ async fn values_from_mail_are_escaped_and_attachments_downloaded(backend: Backen
     assert_eq!(get(addr, &format!("/messages/{id}/raw"), "").status, 303);
 }
 
-both!(2; who_gets_what, the_login_limit, values_from_mail_are_escaped_and_attachments_downloaded);
+async fn asking_a_unit_to_correct_goes_through_the_outbox(backend: Backend) {
+    let s = serve(backend).await;
+    let addr = s.addr;
+    let editor = login(addr, "editor", "editor password");
+    let page = get(addr, "/units/yantou", &editor);
+    let csrf = page.csrf();
+    // A complete registration: nothing to list, so a note is needed.
+    let nothing = request(
+        addr,
+        "POST",
+        "/units/yantou/ask",
+        &editor,
+        &[("csrf", csrf.as_str())],
+    );
+    let back = get(addr, nothing.header("location"), &editor);
+    assert!(back.body.contains("没有缺少或有误的内容"), "{}", back.body);
+    for _ in 0..2 {
+        let asked = request(
+            addr,
+            "POST",
+            "/units/yantou/ask",
+            &editor,
+            &[("csrf", csrf.as_str()), ("note", "请补充信息员QQ号码")],
+        );
+        assert_eq!(asked.status, 303);
+        assert!(
+            asked.header("location").contains("ok="),
+            "{}",
+            asked.header("location")
+        );
+    }
+    let mails = db::scalar(
+        &s._db.url,
+        "SELECT COUNT(*) FROM outbox WHERE kind = 'correction_request' AND unit_key = 'yantou' AND state = 'queued'",
+    )
+    .await;
+    assert_eq!(mails, 2, "once per click, queued for the paced sender");
+    let unit = get(addr, "/units/yantou", &editor);
+    assert!(
+        unit.body.contains("请核对：岩头镇人民政府"),
+        "the mail in the unit's history"
+    );
+    assert_eq!(
+        unit.body
+            .matches("请单位更正（请补充信息员QQ号码）")
+            .count(),
+        2,
+        "{}",
+        unit.body
+    );
+
+    // Reminders now, from the plan page.
+    let plan = get(addr, "/remind", &editor);
+    assert_eq!(plan.status, 200);
+    let sent = request(
+        addr,
+        "POST",
+        "/remind/send-now",
+        &editor,
+        &[("csrf", plan.csrf().as_str())],
+    );
+    assert_eq!(sent.status, 303);
+    let queued = db::scalar(
+        &s._db.url,
+        "SELECT COUNT(*) FROM outbox WHERE kind IN ('reminder', 'overdue_reminder')",
+    )
+    .await;
+    assert!(queued >= 10, "the units still missing: {queued}");
+}
+
+both!(2; asking_a_unit_to_correct_goes_through_the_outbox, who_gets_what, the_login_limit, values_from_mail_are_escaped_and_attachments_downloaded);
