@@ -272,6 +272,20 @@ pub enum PlanOutcome {
     Skipped(Skip),
 }
 
+impl PlanOutcome {
+    /// In Chinese, for the plan's table (`remind plan`, the web page).
+    pub fn zh(&self) -> String {
+        match self {
+            PlanOutcome::DueNow { overdue: false } => "现在发送提醒".into(),
+            PlanOutcome::DueNow { overdue: true } => "现在发送逾期提醒".into(),
+            PlanOutcome::Later { overdue: false } => "届时仍未报送则提醒".into(),
+            PlanOutcome::Later { overdue: true } => "届时仍未报送则发逾期提醒".into(),
+            PlanOutcome::Missed => "已错过（服务停止期间），不再补发".into(),
+            PlanOutcome::Skipped(skip) => format!("不发送：{}", skip.zh()),
+        }
+    }
+}
+
 /// The whole schedule seen from `now`: due, later, missed or skipped for
 /// every unit and slot.
 pub fn plan(

@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::TimeZone;
 
 use super::{CliError, open_campaign_app};
-use crate::campaign::reminders::{self, PlanOutcome};
+use crate::campaign::reminders;
 use crate::config::Config;
 use crate::service::daemon::{App, HELD_NOTE, SendUntil};
 
@@ -56,22 +56,11 @@ pub(super) async fn plan(config: Option<&Path>, at: Option<String>) -> Result<()
             l.unit_name.clone(),
             l.slot.clone(),
             fmt(l.at),
-            outcome_zh(&l.outcome),
+            l.outcome.zh(),
         ]);
     }
     print!("{}", crate::parse::report::render_table(&rows));
     Ok(())
-}
-
-fn outcome_zh(outcome: &PlanOutcome) -> String {
-    match outcome {
-        PlanOutcome::DueNow { overdue: false } => "现在发送提醒".into(),
-        PlanOutcome::DueNow { overdue: true } => "现在发送逾期提醒".into(),
-        PlanOutcome::Later { overdue: false } => "届时仍未报送则提醒".into(),
-        PlanOutcome::Later { overdue: true } => "届时仍未报送则发逾期提醒".into(),
-        PlanOutcome::Missed => "已错过（服务停止期间），不再补发".into(),
-        PlanOutcome::Skipped(skip) => format!("不发送：{}", skip.zh()),
-    }
 }
 
 /// `remind send-now [--unit ID] [--dry-run]`.

@@ -116,6 +116,15 @@ impl Store {
             Backend::Sqlite => sqlite_url(url)?,
             Backend::Postgres => (url.to_string(), None),
         };
+        // Two processes starting at once on a fresh file would both create
+        // the tables (sqlx takes an advisory lock for this on PostgreSQL,
+        // not on SQLite), and one switching the file to WAL while the other
+        // migrates finds it locked: a lock file beside the database
+        // serialises the whole opening.
+        let _serial = match lock_path {
+            Some(path) => Some(lock_file(path).await?),
+            None => None,
+        };
         let max = if backend == Backend::Sqlite { 4 } else { 8 };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
@@ -143,13 +152,6 @@ impl Store {
             pool,
             backend,
             batch_lock: Default::default(),
-        };
-        // Two processes starting at once on a fresh file would both create
-        // the tables (sqlx takes an advisory lock for this on PostgreSQL,
-        // not on SQLite): a lock file beside the database serialises them.
-        let _serial = match lock_path {
-            Some(path) => Some(lock_file(path).await?),
-            None => None,
         };
         store.migrate().await?;
         Ok(store)

@@ -16,7 +16,7 @@ use chrono::TimeZone;
 use super::WebState;
 use super::auth::Authed;
 use super::chart;
-use crate::campaign::reminders::{self, PlanOutcome};
+use crate::campaign::reminders;
 use crate::parse::registration::Field;
 use crate::parse::sniff::{Format, sniff};
 use crate::store::outbox::{self, OutboxKind, OutboxState};
@@ -711,23 +711,11 @@ pub async fn remind(
             unit: l.unit_name.clone(),
             slot: l.slot.clone(),
             at: time_text(&state, l.at),
-            outcome: outcome_zh(&l.outcome),
+            outcome: l.outcome.zh(),
         })
         .collect();
     }
     html(StatusCode::OK, render(&page))
-}
-
-/// A reminder plan line's outcome, in Chinese.
-pub fn outcome_zh(outcome: &PlanOutcome) -> String {
-    match outcome {
-        PlanOutcome::DueNow { overdue: false } => "现在发送提醒".into(),
-        PlanOutcome::DueNow { overdue: true } => "现在发送逾期提醒".into(),
-        PlanOutcome::Later { overdue: false } => "届时仍未报送则提醒".into(),
-        PlanOutcome::Later { overdue: true } => "届时仍未报送则发逾期提醒".into(),
-        PlanOutcome::Missed => "已错过（服务停止期间），不再补发".into(),
-        PlanOutcome::Skipped(skip) => format!("不发送：{}", skip.zh()),
-    }
 }
 
 // ---- the printable 名册 ---------------------------------------------------
