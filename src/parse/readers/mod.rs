@@ -10,6 +10,7 @@ pub mod doc;
 pub mod docx;
 pub mod html;
 pub mod image;
+mod layout;
 pub mod ods;
 pub mod ooxml;
 pub mod pdf;
