@@ -202,6 +202,12 @@ pub struct RawParse {
     /// Authserv-ids of the receiving server whose `Authentication-Results`
     /// are believed (e.g. `mx.163.com`); unset: the topmost header.
     pub trusted_authserv: Option<Vec<String>>,
+    /// Read scans by OCR (default true, when the models are installed).
+    pub ocr: Option<bool>,
+    /// The folder of the OCR models (default: `$XXDC_OCR_MODELS`, else
+    /// `/usr/share/xxdc-intake/ocr`, else `ocr-models` beside the program's
+    /// folder, for a development build).
+    pub ocr_models: Option<String>,
 }
 
 /// A configuration error: the key and the reason, in Chinese.
@@ -365,6 +371,8 @@ pub struct Config {
     /// See `RawParse::trusted_authserv`.
     pub trusted_authserv: Vec<String>,
     pub limits: Limits,
+    /// The OCR models' folder, when scans are read by OCR.
+    pub ocr_models: Option<PathBuf>,
     pub stall_after: Duration,
     pub claim_lease: Duration,
     pub mailing: Mailing,
@@ -481,6 +489,7 @@ impl Config {
             sources.push(check_source(i, s, &resolve)?);
         }
         let smtp = raw.smtp.map(|s| check_smtp(s, &resolve)).transpose()?;
+        let ocr_models = ocr_models(&raw.parse, &resolve)?;
         let required = match raw.parse.required {
             None => crate::parse::pipeline::DEFAULT_REQUIRED.to_vec(),
             Some(list) => list
@@ -531,6 +540,7 @@ impl Config {
             required,
             trusted_authserv,
             limits: raw.limits,
+            ocr_models,
             stall_after,
             claim_lease,
             mailing: check_mailing(&raw.reminders, &raw.acknowledgements, &raw.report, &resolve)?,
@@ -552,6 +562,7 @@ fn unreachable_defaults() -> Config {
         required: crate::parse::pipeline::DEFAULT_REQUIRED.to_vec(),
         trusted_authserv: Vec::new(),
         limits: Limits::default(),
+        ocr_models: None,
         stall_after: Duration::from_secs(30 * 60),
         claim_lease: Duration::from_secs(300),
         web: None,
@@ -757,6 +768,35 @@ fn check_secret(
 }
 
 /// `60s`, `5m`, `1h`, or a number of seconds.
+/// Where the OCR models are, if scans are to be read: a configured folder
+/// must hold them; otherwise the usual places are tried, and without models
+/// scans are recorded unread as before.
+fn ocr_models(
+    raw: &RawParse,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Option<PathBuf>, ConfigError> {
+    if raw.ocr == Some(false) {
+        return Ok(None);
+    }
+    if let Some(dir) = &raw.ocr_models {
+        let dir = resolve(dir);
+        return match crate::parse::ocr::models_present(&dir) {
+            Ok(()) => Ok(Some(dir)),
+            Err(why) => Err(ConfigError::new("parse.ocr_models", why)),
+        };
+    }
+    let exe_side = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|p| p.join("ocr-models")));
+    let found = std::env::var_os("XXDC_OCR_MODELS")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/usr/share/xxdc-intake/ocr")])
+        .chain(exe_side)
+        .find(|dir| crate::parse::ocr::models_present(dir).is_ok());
+    Ok(found)
+}
+
 fn check_web(raw: RawWeb, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Web, ConfigError> {
     let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:8080");
     let listen = listen.parse().map_err(|_| {

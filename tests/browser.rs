@@ -500,7 +500,11 @@ async fn the_workspace_in_a_browser() {
     std::fs::create_dir_all(OUT).expect("target/browser-test");
     let db = TestDb::new(Backend::Sqlite).await;
     let web_port = free_port();
-    let config = write_config(&db, &format!("[web]\nlisten = \"127.0.0.1:{web_port}\"\n"));
+    // The fax is entered by hand: OCR off (tests/ocr.rs reads scans).
+    let config = write_config(
+        &db,
+        &format!("[web]\nlisten = \"127.0.0.1:{web_port}\"\n[parse]\nocr = false\n"),
+    );
     // The scan from 碧莲镇's own address, a form missing fields, and a
     // complete form from 岩头镇.
     for case in [

@@ -224,7 +224,11 @@ struct Served {
 
 async fn serve(backend: Backend) -> Served {
     let db = TestDb::new(backend).await;
-    let config = write_config(&db, "[web]\nlisten = \"127.0.0.1:0\"\nsession = \"1h\"\n");
+    // Scans entered by hand: OCR off (tests/ocr.rs reads scans).
+    let config = write_config(
+        &db,
+        "[web]\nlisten = \"127.0.0.1:0\"\nsession = \"1h\"\n[parse]\nocr = false\n",
+    );
     for case in ["f09_pdf_image_only.eml", "f13_body_plain.eml"] {
         drop_file(&db.path("spool"), case, &golden(case));
     }

@@ -79,7 +79,8 @@ fn show(config: &Path, unit: &str) -> Value {
 /// a form of a unit not on the roster, a complete one from 岩头镇, and an
 /// auto-reply.
 fn seed(db: &TestDb) -> std::path::PathBuf {
-    let config = write_config(db, "");
+    // Scans entered by hand: OCR off (tests/ocr.rs reads scans).
+    let config = write_config(db, "[parse]\nocr = false\n");
     for case in [
         "f09_pdf_image_only.eml",
         "p01_missing_field.eml",

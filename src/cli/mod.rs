@@ -132,6 +132,9 @@ enum Command {
         memory_mb: u64,
         #[arg(value_parser = clap::value_parser!(u64).range(1..))]
         cpu_seconds: u64,
+        /// The OCR models' folder: scans are read by OCR.
+        #[arg(long)]
+        ocr_models: Option<PathBuf>,
     },
 }
 
@@ -347,6 +350,7 @@ pub fn main() -> i32 {
         limits,
         memory_mb,
         cpu_seconds,
+        ocr_models,
     } = cli.command
     {
         return crate::parse::sandbox::child_main(ChildArgs {
@@ -354,6 +358,7 @@ pub fn main() -> i32 {
             limits,
             memory_mb,
             cpu_seconds,
+            ocr_models,
         });
     }
     logging::init();

@@ -30,7 +30,8 @@ pub(super) fn parse(
         Isolation::current_exe(config.limits.child),
         config.limits,
     )
-    .with_trusted_authserv(config.trusted_authserv.clone());
+    .with_trusted_authserv(config.trusted_authserv.clone())
+    .with_ocr(config.ocr_models.clone());
     let mut unopened = 0;
     let mut reports = Vec::new();
     let stdout = std::io::stdout();

@@ -39,6 +39,9 @@ pub struct Context<'a> {
     pub filename: Option<&'a str>,
     /// The unit the form's title names, when its 单位 is empty.
     pub title: Option<&'a str>,
+    /// The form was read by OCR: a name one misread character away from a
+    /// roster name is matched ([`Matcher::by_name_fuzzy`]).
+    pub ocr: bool,
 }
 
 /// Folds a unit name to the key it is compared by.
@@ -75,6 +78,23 @@ pub fn canonical(name: &str) -> String {
         s = rest.to_string();
     }
     s
+}
+
+/// Levenshtein distance over characters. Written here because the names
+/// are a few characters long: a dependency would bring nothing.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 impl Matcher {
@@ -114,6 +134,37 @@ impl Matcher {
         // The name carries a unit's key plus more (瓯北街道党政办): the
         // longest key found, if no other unit's key is as long.
         self.longest_contained(&key).map(|u| (u, 0.8))
+    }
+
+    /// The unit an OCR reading of a name stands for when one character or
+    /// so was misread: the one roster key within edit distance 1 (2 for
+    /// keys of 8 characters or more) of the reading, provided no other
+    /// unit's key is as close or one step further (two close names are not
+    /// guessed between: a reading one character from both 桥头镇 and 桥下镇
+    /// matches neither). Keys of fewer than 3 characters are never guessed.
+    pub fn by_name_fuzzy(&self, name: &str) -> Option<(&Unit, f64)> {
+        let key = canonical(name);
+        let len = key.chars().count();
+        if len < 3 {
+            return None;
+        }
+        let allowed = if len >= 8 { 2 } else { 1 };
+        let mut scored: Vec<(usize, usize)> = Vec::new();
+        for (k, ids) in &self.keys {
+            if k.chars().count() < 3 {
+                continue;
+            }
+            let d = edit_distance(&key, k);
+            scored.extend(ids.iter().map(|&i| (d, i)));
+        }
+        scored.sort_unstable();
+        scored.dedup_by_key(|(_, i)| *i);
+        let (best, unit) = *scored.first()?;
+        let runner_up = scored.iter().find(|(_, i)| *i != unit).map(|(d, _)| *d);
+        if best == 0 || best > allowed || runner_up.is_some_and(|d| d <= best + 1) {
+            return None;
+        }
+        Some((&self.units[unit], 0.75))
     }
 
     /// The one unit whose key occurs in free text (a subject, a file name).
@@ -176,7 +227,10 @@ impl Matcher {
             c.chars().count() <= 3 && (c.starts_with('本') || c.starts_with('我'))
         };
         if let Some(written) = form_unit.filter(|n| !n.trim().is_empty() && !own(n)) {
-            return match (self.by_name(written), ctx.sender) {
+            let named = self
+                .by_name(written)
+                .or_else(|| ctx.ocr.then(|| self.by_name_fuzzy(written)).flatten());
+            return match (named, ctx.sender) {
                 (Some((unit, _)), Some(sender)) if sender.id != unit.id => none(
                     Code::UnitConflict,
                     format!(
@@ -218,6 +272,60 @@ impl Matcher {
             Code::UnknownUnit,
             "登记表未填写单位，且无法从发件人、主题或文件名判断所属单位".into(),
         )
+    }
+}
+
+#[cfg(test)]
+mod fuzzy_tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_characters() {
+        assert_eq!(edit_distance("大若岩镇", "大若岩镇"), 0);
+        assert_eq!(edit_distance("大苦岩镇", "大若岩镇"), 1);
+        assert_eq!(edit_distance("岩镇", "大若岩镇"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    fn roster() -> Roster {
+        let unit = |id: &str, name: &str, alias: &str| Unit {
+            id: id.into(),
+            name: name.into(),
+            category: String::new(),
+            aliases: vec![alias.into()],
+            emails: Vec::new(),
+        };
+        Roster {
+            units: vec![
+                unit("qiaotou", "桥头镇人民政府", "桥头镇"),
+                unit("qiaoxia", "桥下镇人民政府", "桥下镇"),
+                unit("yunling", "云岭乡人民政府", "云岭乡"),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_misread_character_is_matched_only_when_one_unit_is_close() {
+        let r = roster();
+        let m = Matcher::new(&r);
+        assert_eq!(
+            m.by_name_fuzzy("云蛤乡人民政府").map(|(u, _)| u.id.as_str()),
+            Some("yunling")
+        );
+        // One character from 桥头镇 and from 桥下镇: not guessed.
+        assert!(m.by_name_fuzzy("桥上镇人民政府").is_none());
+        assert!(m.by_name_fuzzy("完全不同的单位").is_none());
+        // Only for OCR readings.
+        let typed = m.decide(Some("云蛤乡人民政府"), Context::default());
+        assert!(typed.unit_match.is_none());
+        let read = m.decide(
+            Some("云蛤乡人民政府"),
+            Context {
+                ocr: true,
+                ..Context::default()
+            },
+        );
+        assert_eq!(read.unit_match.map(|u| u.unit_id), Some("yunling".into()));
     }
 }
 

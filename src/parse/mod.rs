@@ -12,6 +12,7 @@ pub mod labels;
 pub mod matching;
 pub mod message;
 pub mod normalize;
+pub mod ocr;
 pub mod pipeline;
 pub mod problems;
 pub mod readers;

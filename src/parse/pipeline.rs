@@ -26,13 +26,32 @@ use crate::parse::sniff::{self, Format};
 use crate::parse::trust::{self, Verdict};
 
 /// Every limit the pipeline applies, with defaults in config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub read: ReadLimits,
     pub child: sandbox::ChildLimits,
+    /// The child that reads a scan by OCR (images and PDFs when OCR is on).
+    pub ocr: sandbox::ChildLimits,
     pub attachment: AttachmentLimits,
     pub message: MessageLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            read: ReadLimits::default(),
+            child: sandbox::ChildLimits::default(),
+            ocr: sandbox::ChildLimits {
+                memory_mb: 2048,
+                cpu_seconds: 60,
+                timeout_seconds: 90,
+                ..sandbox::ChildLimits::default()
+            },
+            attachment: AttachmentLimits::default(),
+            message: MessageLimits::default(),
+        }
+    }
 }
 
 /// Limits on attachments and containers.
@@ -74,6 +93,8 @@ pub struct Pipeline {
     /// Authserv-ids whose `Authentication-Results` are believed (see
     /// `parse::trust`); empty: the topmost header.
     trusted_authserv: Vec<String>,
+    /// OCR of scans, when its models are installed.
+    ocr: Option<sandbox::OcrSetup>,
 }
 
 /// The contract's default required fields.
@@ -91,6 +112,8 @@ struct Found {
     source: String,
     filename: Option<String>,
     form: RawForm,
+    /// Read by OCR from a scan: a person confirms it.
+    ocr: bool,
 }
 
 /// What one message's walk collects.
@@ -119,7 +142,18 @@ impl Pipeline {
             isolation,
             limits,
             trusted_authserv: Vec::new(),
+            ocr: None,
         }
+    }
+
+    /// Reads scans by OCR with the models in `models` (none: scans are
+    /// recorded, not read).
+    pub fn with_ocr(mut self, models: Option<std::path::PathBuf>) -> Self {
+        self.ocr = models.map(|models| sandbox::OcrSetup {
+            models,
+            limits: self.limits.ocr,
+        });
+        self
     }
 
     /// Believes only the `Authentication-Results` of these authserv-ids
@@ -221,6 +255,7 @@ impl Pipeline {
                         source: "body".into(),
                         filename: None,
                         form,
+                        ocr: false,
                     });
                 }
             }
@@ -309,7 +344,13 @@ impl Pipeline {
                 let err = ReadError::Unsupported("无法识别的文件类型".into());
                 self.unreadable(walk, att, &shown, &err);
             }
-            _ => match sandbox::read(&self.isolation, format, bytes, &self.limits.read) {
+            _ => match sandbox::read(
+                &self.isolation,
+                format,
+                bytes,
+                &self.limits.read,
+                self.ocr.as_ref(),
+            ) {
                 Ok(extracted) => self.extracted(walk, att, filename, extracted),
                 Err(err) => self.unreadable(walk, att, &shown, &err),
             },
@@ -367,18 +408,28 @@ impl Pipeline {
     ) {
         att.meta = extracted.meta.clone();
         let shown = filename.clone().unwrap_or_else(|| "（未命名附件）".into());
+        let forms = forms_of(&extracted);
         if extracted.scanned {
             att.outcome = Outcome::Scanned;
             walk.scanned = true;
-            walk.problems.push(Problem::new(
-                None,
-                Code::ScannedDocument,
-                format!("附件“{shown}”是扫描件或图片，无法自动读取，请人工录入"),
-            ));
+            let text = if forms.is_empty() {
+                format!("附件“{shown}”是扫描件或图片，无法自动读取，请人工录入")
+            } else {
+                format!("附件“{shown}”是扫描件，已用文字识别预填，请人工核对")
+            };
+            walk.problems
+                .push(Problem::new(None, Code::ScannedDocument, text));
+            for form in forms {
+                walk.found.push(Found {
+                    source: shown.clone(),
+                    filename: filename.clone(),
+                    form,
+                    ocr: true,
+                });
+            }
             walk.attachments.push(att);
             return;
         }
-        let forms = forms_of(&extracted);
         if !forms.is_empty() {
             att.outcome = Outcome::Parsed;
         }
@@ -387,6 +438,7 @@ impl Pipeline {
                 source: shown.clone(),
                 filename: filename.clone(),
                 form,
+                ocr: false,
             });
         }
         walk.attachments.push(att);
@@ -427,6 +479,7 @@ impl Pipeline {
                     subject: envelope.as_ref().and_then(|e| e.subject.as_deref()),
                     filename: found.filename.as_deref(),
                     title: found.form.title_unit.as_deref(),
+                    ocr: found.ocr,
                 };
                 let outcome = m.decide(unit_name.as_deref(), ctx);
                 reg_problems.extend(outcome.problem);
@@ -435,6 +488,7 @@ impl Pipeline {
             problems.extend(reg_problems);
             registrations.push(Registration {
                 source: found.source,
+                ocr: found.ocr,
                 values,
                 unit_match: unit_match.filter(|_| walk.unverified_sender.is_none()),
             });
@@ -458,7 +512,10 @@ impl Pipeline {
             Code::SenderUnverified,
             Code::UnverifiedReplacement,
         ];
+        // A registration read by OCR is a reading, not what the unit
+        // wrote: a person confirms it.
         let needs_review = registrations.is_empty()
+            || registrations.iter().any(|r| r.ocr)
             || (self.roster.is_some() && registrations.iter().any(|r| r.unit_match.is_none()))
             || problems.iter().any(|p| review_codes.contains(&p.code));
         ParseReport {

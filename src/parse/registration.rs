@@ -210,6 +210,8 @@ pub struct Registration {
     pub source: String,
     pub values: std::collections::BTreeMap<Field, Value>,
     pub unit_match: Option<UnitMatch>,
+    /// Read by OCR from a scan (`"ocr": true` in the JSON).
+    pub ocr: bool,
 }
 
 impl Registration {
@@ -240,13 +242,17 @@ impl Registration {
             };
             target.insert(key.to_string(), value);
         }
-        serde_json::json!({
+        let mut value = serde_json::json!({
             "source": self.source,
             "unit": unit,
             "leader": leader,
             "officer": officer,
             "unit_match": self.unit_match,
-        })
+        });
+        if self.ocr {
+            value["ocr"] = serde_json::Value::Bool(true);
+        }
+        value
     }
 }
 

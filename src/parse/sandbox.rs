@@ -34,13 +34,15 @@ pub const EXIT_CHILD_USAGE: i32 = 64;
 
 /// The child's arguments, checked (the command line parses them with
 /// [`limits_from_arg`] and range checks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildArgs {
     pub format: Format,
     pub limits: ReadLimits,
     /// Address space, in MiB.
     pub memory_mb: u64,
     pub cpu_seconds: u64,
+    /// The OCR models' folder: scans are read by OCR when given.
+    pub ocr_models: Option<PathBuf>,
 }
 
 /// The read limits as the parent passes them: a JSON object with every key
@@ -103,16 +105,42 @@ impl Isolation {
     }
 }
 
-/// Reads `bytes` as `format` under `isolation`.
+/// OCR of scans: the models' folder and the child limits a read that may
+/// OCR runs under (a model needs more memory and time than a spreadsheet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OcrSetup {
+    pub models: PathBuf,
+    pub limits: ChildLimits,
+}
+
+/// Reads `bytes` as `format` under `isolation`; with `ocr`, a scan (an
+/// image or an image-only PDF) is read by OCR too.
 pub fn read(
     isolation: &Isolation,
     format: Format,
     bytes: &[u8],
     limits: &ReadLimits,
+    ocr: Option<&OcrSetup>,
 ) -> Result<Extracted, ReadError> {
+    let ocr = ocr.filter(|_| matches!(format, Format::Image | Format::Pdf));
     match isolation {
-        Isolation::InProcess => crate::parse::readers::read(format, bytes, limits),
-        Isolation::Child { exe, limits: child } => read_in_child(exe, child, format, bytes, limits),
+        Isolation::InProcess => crate::parse::readers::read_with_ocr(
+            format,
+            bytes,
+            limits,
+            ocr.map(|o| o.models.as_path()),
+        ),
+        Isolation::Child { exe, limits: child } => {
+            let child = ocr.map_or(*child, |o| o.limits);
+            read_in_child(
+                exe,
+                &child,
+                format,
+                bytes,
+                limits,
+                ocr.map(|o| o.models.as_path()),
+            )
+        }
     }
 }
 
@@ -122,15 +150,21 @@ fn read_in_child(
     format: Format,
     bytes: &[u8],
     limits: &ReadLimits,
+    ocr_models: Option<&std::path::Path>,
 ) -> Result<Extracted, ReadError> {
     let limits_json = serde_json::to_string(limits)
         .map_err(|e| ReadError::Damaged(format!("无法传递读取上限：{e}")))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("__read")
         .arg(format.as_arg())
         .arg(&limits_json)
         .arg(child_limits.memory_mb.to_string())
-        .arg(child_limits.cpu_seconds.to_string())
+        .arg(child_limits.cpu_seconds.to_string());
+    if let Some(models) = ocr_models {
+        command.arg("--ocr-models").arg(models);
+    }
+    let mut child = command
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -254,7 +288,12 @@ pub fn child_main(args: ChildArgs) -> i32 {
     if std::io::stdin().read_to_end(&mut bytes).is_err() {
         return 66;
     }
-    let result = crate::parse::readers::read(args.format, &bytes, &args.limits);
+    let result = crate::parse::readers::read_with_ocr(
+        args.format,
+        &bytes,
+        &args.limits,
+        args.ocr_models.as_deref(),
+    );
     let mut out = std::io::stdout().lock();
     match serde_json::to_writer(&mut out, &result) {
         Ok(()) => 0,

@@ -97,7 +97,8 @@ impl App {
             isolation,
             config.limits,
         )
-        .with_trusted_authserv(config.trusted_authserv.clone());
+        .with_trusted_authserv(config.trusted_authserv.clone())
+        .with_ocr(config.ocr_models.clone());
         let templates = Templates::load(&config.mailing.templates_dir)?;
         let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
         // Without `[smtp]` mail can still be planned and queued (our

@@ -10,7 +10,7 @@ pub mod doc;
 pub mod docx;
 pub mod html;
 pub mod image;
-mod layout;
+pub(crate) mod layout;
 pub mod ods;
 pub mod ooxml;
 pub mod pdf;
@@ -21,6 +21,23 @@ mod word_table;
 
 use crate::parse::grid::{Extracted, ReadError, ReadLimits};
 use crate::parse::sniff::Format;
+
+/// Reads `bytes` as `format`; with `ocr_models`, a scan is read by OCR
+/// (its grids filled, `meta.ocr` and `meta.red_seal` set; still `scanned`).
+pub fn read_with_ocr(
+    format: Format,
+    bytes: &[u8],
+    limits: &ReadLimits,
+    ocr_models: Option<&std::path::Path>,
+) -> Result<Extracted, ReadError> {
+    let mut extracted = read(format, bytes, limits)?;
+    if let Some(models) = ocr_models
+        && extracted.scanned
+    {
+        crate::parse::ocr::read_scan(format, bytes, limits, models, &mut extracted)?;
+    }
+    Ok(extracted)
+}
 
 /// Reads `bytes` as `format`.
 pub fn read(format: Format, bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
