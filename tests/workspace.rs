@@ -79,8 +79,12 @@ fn show(config: &Path, unit: &str) -> Value {
 /// a form of a unit not on the roster, a complete one from 岩头镇, and an
 /// auto-reply.
 fn seed(db: &TestDb) -> std::path::PathBuf {
-    // Scans entered by hand: OCR off (tests/ocr.rs reads scans).
-    let config = write_config(db, "[parse]\nocr = false\n");
+    // Scans entered by hand: OCR off (the OCR path has its own test).
+    seed_with(db, "[parse]\nocr = false\n")
+}
+
+fn seed_with(db: &TestDb, extra: &str) -> std::path::PathBuf {
+    let config = write_config(db, extra);
     for case in [
         "f09_pdf_image_only.eml",
         "p01_missing_field.eml",
@@ -471,5 +475,42 @@ async fn users_and_exports(backend: Backend) {
     );
 }
 
-both!(2; a_scan_is_assigned_then_entered_by_hand, accept_dismiss_and_refusals,
+/// With the OCR models (target/ocr-models, which scripts/check fetches),
+/// the scan from 碧莲镇's address is read and credited, pre-filled, and
+/// waits for a person: corrections do not settle it, an acceptance does.
+async fn a_scan_read_by_ocr_waits_for_a_person(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = seed_with(&db, "");
+    let shown = show(&config, "bilian");
+    assert_eq!(shown["state"], "needs_review", "{shown}");
+    assert_eq!(shown["registration"]["ocr"], true);
+    assert_eq!(shown["assigned"], false, "credited by the reading itself");
+    assert!(
+        shown["registration"]["officer"]["name"].is_string(),
+        "pre-filled: {shown}"
+    );
+    ok(
+        &config,
+        &[
+            "registration",
+            "set",
+            "bilian",
+            "leader.title",
+            "党委委员、副镇长",
+        ],
+    );
+    assert_eq!(show(&config, "bilian")["state"], "needs_review");
+    ok(
+        &config,
+        &["review", "accept", "bilian", "--note", "已与传真原件核对"],
+    );
+    let accepted = show(&config, "bilian");
+    assert_eq!(accepted["state"], "registered");
+    assert_eq!(
+        accepted["registration"]["leader"]["title"],
+        "党委委员、副镇长"
+    );
+}
+
+both!(2; a_scan_read_by_ocr_waits_for_a_person, a_scan_is_assigned_then_entered_by_hand, accept_dismiss_and_refusals,
       a_newer_submission_shows_over_a_correction, users_and_exports);

@@ -582,7 +582,8 @@ pub fn to_rows(report: &ParseReport, required: &[crate::parse::registration::Fie
                     source_name: r.source.clone(),
                     fields: r.to_json().to_string(),
                     fingerprint,
-                    complete: required.iter().all(|f| r.values.contains_key(f)),
+                    // An OCR reading waits for a person whatever it holds.
+                    complete: !r.ocr && required.iter().all(|f| r.values.contains_key(f)),
                 }
             })
             .collect(),

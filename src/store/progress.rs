@@ -525,8 +525,14 @@ fn apply(
     });
 
     let recomputed = credit.by_person || !corrected.is_empty();
-    let complete = if recomputed {
-        required.iter().all(|f| present(&fields, f.path()))
+    // A registration read by OCR is a reading: complete only once a person
+    // accepts it, however many fields were filled or corrected.
+    let read_by_ocr = credit.fields["ocr"] == serde_json::Value::Bool(true);
+    let all_present = required.iter().all(|f| present(&fields, f.path()));
+    let complete = if read_by_ocr {
+        false
+    } else if recomputed {
+        all_present
     } else {
         credit.complete
     };
@@ -544,7 +550,7 @@ fn apply(
         })
         .map(|(_, code)| code.to_string())
         .collect();
-    if recomputed && !complete {
+    if recomputed && !all_present {
         codes.push("missing_field".into());
     }
     if corrected_older {
