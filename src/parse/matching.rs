@@ -309,7 +309,8 @@ mod fuzzy_tests {
         let r = roster();
         let m = Matcher::new(&r);
         assert_eq!(
-            m.by_name_fuzzy("云蛤乡人民政府").map(|(u, _)| u.id.as_str()),
+            m.by_name_fuzzy("云蛤乡人民政府")
+                .map(|(u, _)| u.id.as_str()),
             Some("yunling")
         );
         // One character from 桥头镇 and from 桥下镇: not guessed.
