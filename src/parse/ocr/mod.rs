@@ -72,6 +72,8 @@ pub fn read_scan(
     let mut pages: Vec<(String, PageContent, bool)> = Vec::new();
     let (mut chars, mut weighted) = (0usize, 0f64);
     for (i, picture) in pictures.iter().enumerate() {
+        let square = square_pixels(picture);
+        let picture = square.as_ref().unwrap_or(picture);
         let prepared = prepare::prepare(picture);
         if prepared.colour {
             colour = true;
@@ -122,6 +124,47 @@ pub fn read_scan(
         extracted.meta.insert("red_seal".into(), red_seal.into());
     }
     Ok(())
+}
+
+/// A page whose pixels are twice (or more) as tall as wide — a fax sent
+/// in "normal" mode, 204×98 dpi — with its rows repeated so that pixels
+/// are square: the text detector and recogniser expect upright glyphs, and
+/// read squashed ones wrongly (性别 as 性另). `None` when already square.
+fn square_pixels(p: &decode::Picture) -> Option<decode::Picture> {
+    let (dx, dy) = p.dpi?;
+    if dy <= 0.0 || dx / dy < 1.5 {
+        return None;
+    }
+    let times = (dx / dy).round().clamp(2.0, 4.0) as usize;
+    let (w, h) = (p.width as usize, p.height as usize);
+    let stretch = |data: &[u8], channels: usize| -> Vec<u8> {
+        let row = w * channels;
+        let mut out = Vec::with_capacity(data.len() * times);
+        for r in 0..h {
+            let line = &data[r * row..(r + 1) * row];
+            for _ in 0..times {
+                out.extend_from_slice(line);
+            }
+        }
+        out
+    };
+    let pixels = match &p.pixels {
+        decode::Pixels::Gray(g) if g.len() == w * h => decode::Pixels::Gray(stretch(g, 1)),
+        decode::Pixels::Rgb(c) if c.len() == w * h * 3 => decode::Pixels::Rgb(stretch(c, 3)),
+        _ => return None,
+    };
+    Some(decode::Picture {
+        width: p.width,
+        height: p.height * times as u32,
+        dpi: Some((dx, dx)),
+        pixels,
+    })
+}
+
+/// A text box's text without what a fax's specks add: a dot read at the
+/// end of a value (`661208.`, `…16号·`). No value of the form ends in one.
+fn without_specks(text: &str) -> &str {
+    text.trim_end_matches(['.', '·', '．', '•', '˙', '\'', '`'])
 }
 
 /// Points per pixel: from the resolution when the file says it, else as
@@ -180,7 +223,10 @@ fn page_content(
             })
         });
     for b in boxes {
-        let text: Vec<char> = b.text.chars().filter(|c| !c.is_control()).collect();
+        let text: Vec<char> = without_specks(&b.text)
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect();
         if text.is_empty() {
             continue;
         }
