@@ -223,9 +223,12 @@ fn page_content(
             })
         });
     for b in boxes {
+        // 丶 (a radical) is what the recogniser reads for the enumeration
+        // comma 、 that forms use between duties and titles.
         let text: Vec<char> = without_specks(&b.text)
             .chars()
             .filter(|c| !c.is_control())
+            .map(|c| if c == '丶' { '、' } else { c })
             .collect();
         if text.is_empty() {
             continue;
