@@ -18,6 +18,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
+use crate::parse::readers::image::value_f64;
+
 /// Decoded samples, 8 bits per channel, rows top to bottom without padding.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Pixels {
@@ -407,21 +409,6 @@ fn tiff_dpi(dec: &mut tiff::decoder::Decoder<Cursor<&[u8]>>) -> Option<(f32, f32
     let x = tag(Tag::XResolution)?;
     let y = tag(Tag::YResolution).unwrap_or(x);
     plausible_dpi(x * scale, y * scale)
-}
-
-fn value_f64(v: tiff::decoder::ifd::Value) -> Option<f64> {
-    use tiff::decoder::ifd::Value;
-    match v {
-        Value::Byte(n) => Some(n.into()),
-        Value::Short(n) => Some(n.into()),
-        Value::Unsigned(n) => Some(n.into()),
-        Value::UnsignedBig(n) => Some(n as f64),
-        Value::Float(n) => Some(n.into()),
-        Value::Double(n) => Some(n),
-        Value::Rational(n, d) if d != 0 => Some(f64::from(n) / f64::from(d)),
-        Value::List(list) => list.into_iter().next().and_then(value_f64),
-        _ => None,
-    }
 }
 
 fn plausible_dpi(x: f64, y: f64) -> Option<(f32, f32)> {

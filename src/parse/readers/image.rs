@@ -195,7 +195,8 @@ fn tag_f64(dec: &mut Decoder<Cursor<&[u8]>>, tag: Tag) -> Option<f64> {
     value_f64(dec.find_tag(tag).ok()??)
 }
 
-fn value_f64(v: Value) -> Option<f64> {
+/// A TIFF tag's number (the first of a list), shared with the OCR decoder.
+pub(crate) fn value_f64(v: Value) -> Option<f64> {
     match v {
         Value::Byte(n) => Some(n.into()),
         Value::Short(n) => Some(n.into()),
