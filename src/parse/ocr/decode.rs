@@ -19,6 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use lopdf::{Dictionary, Document, Object, ObjectId};
 
 use crate::parse::readers::image::value_f64;
+use crate::parse::readers::pdf::{deref, dict_get, inherited, number};
 
 /// Decoded samples, 8 bits per channel, rows top to bottom without padding.
 #[derive(Clone, PartialEq, Eq)]
@@ -667,36 +668,8 @@ fn pdf_pages(bytes: &[u8], max_pages: usize, max_pixels: u64) -> Result<Vec<Pict
     Ok(out)
 }
 
-fn deref<'a>(doc: &'a Document, obj: &'a Object) -> Option<&'a Object> {
-    doc.dereference(obj).ok().map(|(_, o)| o)
-}
-
-fn dict_get<'a>(doc: &'a Document, dict: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
-    deref(doc, dict.get(key).ok()?)
-}
-
-fn number(obj: &Object) -> Option<f64> {
-    match obj {
-        Object::Integer(i) => Some(*i as f64),
-        Object::Real(r) => Some(f64::from(*r)),
-        _ => None,
-    }
-}
-
 fn int(doc: &Document, dict: &Dictionary, key: &[u8]) -> Option<i64> {
     dict_get(doc, dict, key).and_then(number).map(|v| v as i64)
-}
-
-/// A page attribute, looked up the page tree (bounded against loops).
-fn inherited<'a>(doc: &'a Document, page: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
-    let mut dict = page;
-    for _ in 0..32 {
-        if let Some(v) = dict_get(doc, dict, key) {
-            return Some(v);
-        }
-        dict = dict_get(doc, dict, b"Parent")?.as_dict().ok()?;
-    }
-    None
 }
 
 fn media_size(doc: &Document, page: &Dictionary) -> Option<(f64, f64)> {

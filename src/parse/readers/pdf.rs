@@ -435,14 +435,19 @@ impl OutputDev for Collector {
 // ---------------------------------------------------------------------------
 // Metadata
 
-fn deref<'a>(doc: &'a Document, obj: &'a Object) -> Option<&'a Object> {
+/// An object, references followed (shared with the OCR decoder).
+pub(crate) fn deref<'a>(doc: &'a Document, obj: &'a Object) -> Option<&'a Object> {
     match obj {
         Object::Reference(id) => doc.get_object(*id).ok(),
         other => Some(other),
     }
 }
 
-fn dict_get<'a>(doc: &'a Document, dict: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
+pub(crate) fn dict_get<'a>(
+    doc: &'a Document,
+    dict: &'a Dictionary,
+    key: &[u8],
+) -> Option<&'a Object> {
     dict.get(key).ok().and_then(|o| deref(doc, o))
 }
 
@@ -608,7 +613,7 @@ fn image_facts(doc: &Document, pages: &BTreeMap<u32, ObjectId>) -> ImageFacts {
     }
 }
 
-fn number(obj: &Object) -> Option<f64> {
+pub(crate) fn number(obj: &Object) -> Option<f64> {
     match obj {
         Object::Integer(i) => Some(*i as f64),
         Object::Real(r) => Some(f64::from(*r)),
@@ -617,7 +622,11 @@ fn number(obj: &Object) -> Option<f64> {
 }
 
 /// A page attribute, looked up the page tree (bounded against loops).
-fn inherited<'a>(doc: &'a Document, page: &'a Dictionary, key: &[u8]) -> Option<&'a Object> {
+pub(crate) fn inherited<'a>(
+    doc: &'a Document,
+    page: &'a Dictionary,
+    key: &[u8],
+) -> Option<&'a Object> {
     let mut dict = page;
     for _ in 0..32 {
         if let Some(v) = dict_get(doc, dict, key) {
