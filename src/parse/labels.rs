@@ -246,6 +246,11 @@ pub fn normalize(text: &str) -> String {
     while let Some(stripped) = s.strip_suffix([':', '：', '︰', '.']) {
         s = stripped.to_string();
     }
+    // A speck a fax or scan leaves inside a Chinese label (`单.位`, read by
+    // OCR); labels with letters or digits (`e.mail`) keep their dots.
+    if !s.chars().any(|c| c.is_ascii_alphanumeric()) {
+        s.retain(|c| c != '.');
+    }
     s
 }
 
@@ -351,6 +356,8 @@ mod tests {
         assert_eq!(classify("Ｅ－ｍａｉｌ："), Some(Label::Field(Key::Email)));
         assert_eq!(classify("E-mail:"), Some(Label::Field(Key::Email)));
         assert_eq!(classify("QQ 号码"), Some(Label::Field(Key::Qq)));
+        // A scan's speck read inside a label.
+        assert_eq!(classify("单.位"), Some(Label::Field(Key::UnitName)));
         assert_eq!(classify("联 系 方 式"), Some(Label::Context));
         assert_eq!(classify("手机（必填）"), Some(Label::Field(Key::Mobile)));
         assert_eq!(

@@ -34,6 +34,11 @@ pub struct Prepared {
     /// Whether the source was a colour picture (red channel taken and
     /// flat-fielded).
     pub colour: bool,
+    /// For a colour page, the red ink alone (a seal's) as a page: 0 where
+    /// the source pixel is red, 255 elsewhere, turned like `gray` (so the
+    /// corners a turn uncovers are paper); lets OCR tell a seal's
+    /// characters from the form's black ones.
+    pub red: Option<Vec<u8>>,
     /// The skew found in the source, in degrees: positive when text lines
     /// descend to the right (a clockwise turn on screen). `gray` has been
     /// turned back by this angle.
@@ -54,6 +59,21 @@ pub fn prepare(p: &Picture) -> Prepared {
     // A picture whose buffer disagrees with its size is padded (white) or
     // cut, rather than read out of bounds.
     gray.resize(w * h, 255);
+    let mut red = match &p.pixels {
+        Pixels::Rgb(c) if c.len() >= w * h * 3 => Some(
+            c.chunks_exact(3)
+                .take(w * h)
+                .map(|px| {
+                    if super::seal::is_red(px[0], px[1], px[2]) {
+                        0
+                    } else {
+                        255
+                    }
+                })
+                .collect::<Vec<u8>>(),
+        ),
+        _ => None,
+    };
     if colour {
         flat_field(&mut gray, w, h);
     }
@@ -61,12 +81,14 @@ pub fn prepare(p: &Picture) -> Prepared {
     let skew = estimate_skew(&gray, w, h);
     if skew.abs() >= MIN_ROTATION {
         gray = rotate(&gray, w, h, skew);
+        red = red.map(|r| rotate(&r, w, h, skew));
     }
     Prepared {
         gray,
         width: p.width,
         height: p.height,
         colour,
+        red,
         skew_degrees: skew,
     }
 }

@@ -55,7 +55,7 @@ pub struct Candidate {
 }
 
 /// Red in HSV terms, with an absolute chroma margin.
-fn is_red(r: u8, g: u8, b: u8) -> bool {
+pub fn is_red(r: u8, g: u8, b: u8) -> bool {
     let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
     let max = r.max(g).max(b);
     let min = r.min(g).min(b);
