@@ -540,6 +540,10 @@ mod tests {
         }
     }
 
+    fn pbox(x0: f32, y0: f32, x1: f32, y1: f32) -> engine::PageBox {
+        engine::PageBox { x0, y0, x1, y1 }
+    }
+
     /// A white page with black blocks ("characters") at the given x ranges, rows 12..28.
     fn page_with(blocks: &[(usize, usize)], w: usize, h: usize) -> Vec<u8> {
         let mut g = vec![255u8; w * h];
@@ -558,12 +562,7 @@ mod tests {
         // A label cell (0..100) and a value cell (104..300); the box runs over both.
         let cells = [cell(0, 10, 100, 30, 0), cell(104, 10, 300, 30, 1)];
         let gray = page_with(&[(20, 90), (120, 200)], 320, 40);
-        let b = engine::PageBox {
-            x0: 10.0,
-            y0: 5.0,
-            x1: 210.0,
-            y1: 35.0,
-        };
+        let b = pbox(10.0, 5.0, 210.0, 35.0);
         let pieces = split_at_cells(&b, &cells, &gray, 320);
         assert_eq!(pieces.len(), 2, "{pieces:?}");
         assert_eq!((pieces[0].x0, pieces[0].x1), (10.0, 100.0));
@@ -577,22 +576,12 @@ mod tests {
         // The box's margin reaches into the next cell, where there is no ink.
         let cells = [cell(0, 10, 100, 30, 0), cell(104, 10, 300, 30, 1)];
         let gray = page_with(&[(20, 90)], 320, 40);
-        let b = engine::PageBox {
-            x0: 10.0,
-            y0: 5.0,
-            x1: 140.0,
-            y1: 35.0,
-        };
+        let b = pbox(10.0, 5.0, 140.0, 35.0);
         let pieces = split_at_cells(&b, &cells, &gray, 320);
         assert_eq!(pieces.len(), 1);
         assert_eq!(pieces[0].x1, 100.0);
         // A box inside one cell stays whole.
-        let inside = engine::PageBox {
-            x0: 15.0,
-            y0: 8.0,
-            x1: 95.0,
-            y1: 32.0,
-        };
+        let inside = pbox(15.0, 8.0, 95.0, 32.0);
         assert_eq!(split_at_cells(&inside, &cells, &gray, 320), vec![inside]);
     }
 
@@ -607,26 +596,11 @@ mod tests {
                 red[y * w + x] = 0;
             }
         }
-        let b = |x0: f32, x1: f32| engine::PageBox {
-            x0,
-            y0: 8.0,
-            x1,
-            y1: 32.0,
+        let seal = |red: &[u8], x0: f32, x1: f32| {
+            is_seal_text(&pbox(x0, 8.0, x1, 32.0), &gray, red, w as u32, h as u32)
         };
-        assert!(is_seal_text(
-            &b(55.0, 95.0),
-            &gray,
-            &red,
-            w as u32,
-            h as u32
-        ));
-        assert!(!is_seal_text(
-            &b(5.0, 45.0),
-            &gray,
-            &red,
-            w as u32,
-            h as u32
-        ));
+        assert!(seal(&red, 55.0, 95.0));
+        assert!(!seal(&red, 5.0, 45.0));
         // Black text with a seal over part of it is kept.
         let mut over = red.clone();
         for y in 12..28 {
@@ -634,13 +608,7 @@ mod tests {
                 over[y * w + x] = 0;
             }
         }
-        assert!(!is_seal_text(
-            &b(5.0, 45.0),
-            &gray,
-            &over,
-            w as u32,
-            h as u32
-        ));
+        assert!(!seal(&over, 5.0, 45.0));
     }
 
     #[test]
