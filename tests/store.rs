@@ -343,6 +343,9 @@ fn processed(registrations: usize, problems: usize, attachments: usize) -> Proce
                 format: "xls".into(),
                 outcome: "parsed".into(),
                 detail: None,
+                // The first a fax with a seal, the second a colour scan without.
+                red_seal: Some(i == 0),
+                fax_from: (i == 0).then(|| "0577-67019561".to_string()),
             })
             .collect(),
         ..Processed::default()
@@ -685,6 +688,18 @@ async fn finish_replaces_results_on_reprocess(backend: Backend) {
         ]
     };
     assert_eq!(counts().await, [2, 3, 2]);
+    // What a scan says about its origin is kept beside the file.
+    let evidence: Vec<String> = store
+        .attachments_of("m1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.evidence())
+        .collect();
+    assert_eq!(
+        evidence,
+        ["盖有红色公章，传真来自 0577-67019561", "未见红色公章"]
+    );
     assert_eq!(store.requeue_all().await.unwrap(), 1);
     let again = store
         .claim_next("w2", T0 + 1, 60, 5)

@@ -563,6 +563,13 @@ pub fn to_rows(report: &ParseReport, required: &[crate::parse::registration::Fie
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default(),
                 detail: a.detail.clone(),
+                red_seal: a.meta.get("red_seal").and_then(|v| v.as_bool()),
+                fax_from: a
+                    .meta
+                    .get("fax_header")
+                    .and_then(|h| h.get("from"))
+                    .and_then(|v| v.as_str())
+                    .map(String::from),
             })
             .collect(),
         registrations: report

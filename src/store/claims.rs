@@ -79,6 +79,10 @@ pub struct AttachmentRow {
     pub format: String,
     pub outcome: String,
     pub detail: Option<String>,
+    /// `meta.red_seal` of a colour scan.
+    pub red_seal: Option<bool>,
+    /// The sending number of a fax header read by OCR (`meta.fax_header.from`).
+    pub fax_from: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -324,8 +328,8 @@ async fn insert_results(
 ) -> Result<()> {
     for (i, a) in p.attachments.iter().enumerate() {
         sqlx::query(
-                "INSERT INTO attachment (message, idx, filename, content_type, size, sha256, format, outcome, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "INSERT INTO attachment (message, idx, filename, content_type, size, sha256, format, outcome, detail, red_seal, fax_from)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(id)
             .bind(i as i64)
@@ -336,6 +340,8 @@ async fn insert_results(
             .bind(a.format.as_str())
             .bind(a.outcome.as_str())
             .bind(a.detail.as_deref())
+            .bind(a.red_seal.map(i64::from))
+            .bind(a.fax_from.as_deref())
             .execute(&mut *conn)
             .await?;
     }

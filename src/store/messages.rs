@@ -46,6 +46,30 @@ pub struct AttachmentBrief {
     pub format: String,
     pub outcome: String,
     pub detail: Option<String>,
+    /// 1 when a red seal was found on a colour scan, 0 when none was, NULL
+    /// when the file is not a colour scan.
+    #[serde(skip)]
+    pub red_seal: Option<i64>,
+    /// The sending number of a fax header read by OCR.
+    #[serde(skip)]
+    pub fax_from: Option<String>,
+}
+
+impl AttachmentBrief {
+    /// What the file says about its origin, in words for the office
+    /// (`盖有红色公章`, `传真来自 0577-…`); empty when it says nothing.
+    pub fn evidence(&self) -> String {
+        let mut parts = Vec::new();
+        match self.red_seal {
+            Some(0) => parts.push("未见红色公章".to_string()),
+            Some(_) => parts.push("盖有红色公章".to_string()),
+            None => {}
+        }
+        if let Some(from) = &self.fax_from {
+            parts.push(format!("传真来自 {from}"));
+        }
+        parts.join("，")
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -132,7 +156,8 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let attachments: Vec<AttachmentBrief> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT a.message, a.idx, a.filename, a.content_type, a.size, a.format, a.outcome, a.detail
+            "SELECT a.message, a.idx, a.filename, a.content_type, a.size, a.format, a.outcome, a.detail,
+                    a.red_seal, a.fax_from
              FROM attachment a JOIN message m ON m.id = a.message WHERE {WAITING}
              ORDER BY a.message, a.idx"
         )))
@@ -163,7 +188,7 @@ impl Store {
     /// A message's attachments, in order.
     pub async fn attachments_of(&self, id: &str) -> Result<Vec<AttachmentBrief>> {
         Ok(sqlx::query_as(
-            "SELECT message, idx, filename, content_type, size, format, outcome, detail
+            "SELECT message, idx, filename, content_type, size, format, outcome, detail, red_seal, fax_from
              FROM attachment WHERE message = $1 ORDER BY idx",
         )
         .bind(id)
