@@ -63,6 +63,11 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "单位全称",
             "工作单位",
             "所在单位",
+            "部门名称",
+            "报送部门",
+            "乡镇部门",
+            "乡镇(部门)",
+            "乡镇(街道)",
         ],
     ),
     (
@@ -74,13 +79,18 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "通信地址",
             "详细地址",
             "办公地址",
+            "联系地址",
+            "邮寄地址",
         ],
     ),
     (
         Key::UnitPhone,
         &["办公室电话", "单位电话", "办公室电话号码", "单位办公室电话"],
     ),
-    (Key::Fax, &["传真", "传真号码", "传真电话", "单位传真"]),
+    (
+        Key::Fax,
+        &["传真", "传真号码", "传真电话", "单位传真", "传真号", "fax"],
+    ),
     (Key::Name, &["姓名", "名字"]),
     (
         Key::Title,
@@ -91,11 +101,27 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "现任职务",
             "行政职务",
             "职务(职称)",
+            "职务/职称",
+            "职位",
+            "现职务",
+            "职级",
         ],
     ),
     (
         Key::Duties,
-        &["分管工作", "分管范围", "分管内容", "分管业务"],
+        &[
+            "分管工作",
+            "分管范围",
+            "分管内容",
+            "分管业务",
+            "分管领域",
+            "分工",
+            "分管事项",
+            "分管职责",
+            "工作分工",
+            "具体分工",
+            "负责工作",
+        ],
     ),
     (
         Key::OfficePhone,
@@ -108,6 +134,12 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "座机",
             "办公电话号码",
             "单位电话号码",
+            "办公号码",
+            "固话",
+            "电话号码",
+            "工作电话",
+            "办公座机",
+            "座机号码",
         ],
     ),
     (
@@ -119,6 +151,10 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "移动电话",
             "手提",
             "移动电话号码",
+            "联系手机",
+            "手机电话",
+            "移动号码",
+            "mobile",
         ],
     ),
     (
@@ -130,6 +166,11 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "宅电号码",
             "家庭号码",
             "住宅",
+            "家庭住宅电话",
+            "住宅号码",
+            "家里电话",
+            "家电",
+            "住宅固话",
         ],
     ),
     (
@@ -143,6 +184,13 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "短号",
             "机关网短号",
             "内网电话",
+            "机关网号",
+            "政务网",
+            "政务网号",
+            "虚拟网号",
+            "虚拟网短号",
+            "集团短号",
+            "短号码",
         ],
     ),
     (
@@ -159,9 +207,15 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "mail",
             "电子信箱",
             "邮箱地址",
+            "电邮",
+            "电子邮件地址",
+            "邮箱号",
         ],
     ),
-    (Key::Qq, &["qq", "qq号码", "qq号", "qq号码(选填)"]),
+    (
+        Key::Qq,
+        &["qq", "qq号码", "qq号", "qq号码(选填)", "qq账号", "qq帐号"],
+    ),
     (Key::Gender, &["性别"]),
     (
         Key::Birth,
@@ -172,12 +226,21 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "生日",
             "出生时间",
             "出生年份",
+            "出生",
         ],
     ),
-    (Key::NativePlace, &["籍贯", "出生地"]),
+    (Key::NativePlace, &["籍贯", "出生地", "祖籍"]),
     (
         Key::Party,
-        &["是否党员", "政治面貌", "是否中共党员", "党派"],
+        &[
+            "是否党员",
+            "政治面貌",
+            "是否中共党员",
+            "党派",
+            "是否为党员",
+            "党员否",
+            "政治身份",
+        ],
     ),
     (
         Key::Resume,
@@ -189,6 +252,12 @@ const FIELD_WORDS: &[(Key, &[&str])] = &[
             "信息员简历",
             "主要简历",
             "个人履历",
+            "个人简介",
+            "工作经历",
+            "学习工作简历",
+            "主要经历",
+            "工作履历",
+            "简介",
         ],
     ),
 ];
@@ -390,6 +459,63 @@ mod tests {
                 named: false
             })
         );
+    }
+
+    /// Wordings units type when they retype the form: each is read as the
+    /// field it means (padding, colons and full-width letters as anywhere).
+    #[test]
+    fn retyped_wordings_mean_their_field() {
+        let cases: &[(&str, Key)] = &[
+            ("部门名称", Key::UnitName),
+            ("乡镇（街道）", Key::UnitName),
+            ("联系地址", Key::Address),
+            ("传真号", Key::Fax),
+            ("Fax", Key::Fax),
+            ("职务/职称", Key::Title),
+            ("职 位", Key::Title),
+            ("分管领域", Key::Duties),
+            ("分工", Key::Duties),
+            ("分管事项", Key::Duties),
+            ("工作分工", Key::Duties),
+            ("办公电话", Key::OfficePhone),
+            ("联系电话", Key::OfficePhone),
+            ("办电", Key::OfficePhone),
+            ("固话", Key::OfficePhone),
+            ("电话号码", Key::OfficePhone),
+            ("移动电话", Key::Mobile),
+            ("手机号码", Key::Mobile),
+            ("联系手机", Key::Mobile),
+            ("住宅电话", Key::HomePhone),
+            ("家庭电话", Key::HomePhone),
+            ("家庭住宅电话", Key::HomePhone),
+            ("机关网号", Key::GovNet),
+            ("机关网号码", Key::GovNet),
+            ("政务网号", Key::GovNet),
+            ("虚拟网短号", Key::GovNet),
+            ("电子邮箱", Key::Email),
+            ("电子信箱：", Key::Email),
+            ("E-mail", Key::Email),
+            ("Email", Key::Email),
+            ("电邮", Key::Email),
+            ("QQ账号", Key::Qq),
+            ("出生年月", Key::Birth),
+            ("出生日期", Key::Birth),
+            ("祖籍", Key::NativePlace),
+            ("政治面貌", Key::Party),
+            ("是否党员", Key::Party),
+            ("是否为党员", Key::Party),
+            ("个人简历", Key::Resume),
+            ("工作简历", Key::Resume),
+            ("简历", Key::Resume),
+            ("工作经历", Key::Resume),
+        ];
+        for (text, key) in cases {
+            assert_eq!(classify(text), Some(Label::Field(*key)), "{text}");
+        }
+        // Answers are not labels, even short ones next to these wordings.
+        for value in ["党员", "中共党员", "群众", "是", "否", "男", "女", "科员"] {
+            assert_eq!(classify(value), None, "{value}");
+        }
     }
 
     #[test]
