@@ -16,7 +16,7 @@
 
 use std::io::Cursor;
 
-use calamine::{Data, DataRef, Dimensions, Reader, Xls, Xlsb, Xlsx};
+use calamine::{Data, DataRef, Dimensions, Reader, SheetType, Xls, Xlsb, Xlsx};
 
 use crate::parse::grid::{Cell, Extracted, Grid, Meta, ReadError, ReadLimits, clean_text};
 
@@ -27,7 +27,7 @@ pub fn read_xlsx(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadErr
     let mut out = Extracted::default();
     let names = wb.sheet_names();
     let mut budget = limits.max_cells;
-    for name in &names {
+    for name in &worksheets(&wb) {
         let mut grid = Grid::new(name.clone());
         {
             let mut reader = wb
@@ -55,7 +55,7 @@ pub fn read_xlsb(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadErr
     let mut out = Extracted::default();
     let names = wb.sheet_names();
     let mut budget = limits.max_cells;
-    for name in &names {
+    for name in &worksheets(&wb) {
         let mut grid = Grid::new(name.clone());
         let mut reader = wb
             .worksheet_cells_reader(name)
@@ -102,6 +102,17 @@ pub fn read_xls(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadErro
     }
     out.meta.insert("sheets".into(), names.len().into());
     Ok(out)
+}
+
+/// The workbook's sheets that hold cells, in order: a chart sheet (a chart
+/// on a tab of its own, beside the form) or a macro or dialog sheet has
+/// none, and asking for its cells fails the whole workbook.
+fn worksheets<RS: std::io::Read + std::io::Seek, R: Reader<RS>>(wb: &R) -> Vec<String> {
+    wb.sheets_metadata()
+        .iter()
+        .filter(|s| s.typ == SheetType::WorkSheet)
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// Drains a streaming cell reader (xlsx and xlsb have one each, with no
@@ -251,6 +262,27 @@ mod tests {
         assert_eq!(render_float(1985.1), "1985.10");
         assert_eq!(render_float(1985.03), "1985.03");
         assert_eq!(render_float(0.5), "0.5");
+    }
+
+    #[test]
+    fn a_chart_sheet_beside_the_form_is_skipped() {
+        use rust_xlsxwriter::{Chart, ChartType, Workbook};
+        let mut book = Workbook::new();
+        let sheet = book.add_worksheet().set_name("登记表").unwrap();
+        sheet.write(0, 0, "单位").unwrap();
+        sheet.write(0, 1, "永嘉县民政局").unwrap();
+        sheet.write(1, 0, "人数").unwrap();
+        sheet.write(1, 1, 2).unwrap();
+        let mut chart = Chart::new(ChartType::Column);
+        chart.add_series().set_values("'登记表'!$B$2:$B$2");
+        // The chart sheet comes first, as a unit's "图表1" tab may.
+        let charts = book.add_chartsheet();
+        charts.insert_chart(0, 0, &chart).unwrap();
+        let bytes = book.save_to_buffer().unwrap();
+        let out = read_xlsx(&bytes, &ReadLimits::default()).expect("the worksheet is read");
+        assert_eq!(out.grids.len(), 1);
+        assert_eq!(out.grids[0].name, "登记表");
+        assert!(out.grids[0].cells.iter().any(|c| c.text == "永嘉县民政局"));
     }
 
     #[test]
