@@ -232,18 +232,22 @@ struct FibBase {
 impl FibBase {
     fn parse(word: &[u8]) -> Result<Self, ReadError> {
         let ident = u16_at(word, 0).ok_or_else(|| damaged("FIB too short"))?;
+        let nfib = u16_at(word, 2).ok_or_else(|| damaged("FIB too short"))?;
+        // The version first: Word 6.0/95 (wIdent 0xA5DC) and older Word
+        // files have a FIB of their own, whose magic is not Word 97's; they
+        // are an older format to save again, not damaged files.
+        let old_word = ident & 0xFF00 == 0xA500 && ident != WORD_IDENT;
+        if (old_word || ident == WORD_IDENT) && nfib != 0 && nfib < MIN_NFIB {
+            return Err(ReadError::Unsupported(format!(
+                "Word 6.0/95 或更早格式的文档（nFib {nfib:#06x}），请另存为 Word 97-2003 或更新格式"
+            )));
+        }
         if ident != WORD_IDENT {
             return Err(damaged("wIdent is not 0xA5EC"));
         }
-        let nfib = u16_at(word, 2).ok_or_else(|| damaged("FIB too short"))?;
         let flags = u16_at(word, 0x0A).ok_or_else(|| damaged("FIB too short"))?;
         if flags & FLAG_ENCRYPTED != 0 {
             return Err(ReadError::Encrypted);
-        }
-        if nfib != 0 && nfib < MIN_NFIB {
-            return Err(ReadError::Unsupported(format!(
-                "Word 6.0/95 格式的文档（nFib {nfib:#06x}），请另存为 Word 97-2003 或更新格式"
-            )));
         }
         Ok(Self { flags })
     }
@@ -1186,6 +1190,18 @@ mod tests {
             read(&w95, &limits),
             Err(ReadError::Unsupported(_))
         ));
+        // A real Word 6.0/95 file carries its own magic, 0xA5DC (nFib 0x65
+        // Word 6, 0x68 Word 95): an older format, not a damaged file.
+        for nfib in [0x65u8, 0x68] {
+            let mut old = vec![0u8; 600];
+            old[..4].copy_from_slice(&[0xDC, 0xA5, nfib, 0x00]);
+            let old = compound(&[("WordDocument", &old)]);
+            assert!(
+                matches!(read(&old, &limits), Err(ReadError::Unsupported(ref m)) if m.contains("另存为")),
+                "nFib {nfib:#x}: {:?}",
+                read(&old, &limits)
+            );
+        }
         // The encryption flag wins even when nothing else is readable.
         let mut enc = vec![0u8; 600];
         enc[..4].copy_from_slice(&[0xEC, 0xA5, 0xC1, 0x00]);
