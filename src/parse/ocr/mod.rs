@@ -218,11 +218,8 @@ fn plan_boxes(
 /// colour page's red channel all but drops and the detector still finds.
 /// Black text under a seal keeps its box (its ink is dark in `gray`).
 fn is_seal_text(b: &engine::PageBox, gray: &[u8], red: &[u8], width: u32, height: u32) -> bool {
-    let (w, h) = (width as usize, height as usize);
-    let x0 = (b.x0.max(0.0) as usize).min(w);
-    let x1 = (b.x1.max(0.0).ceil() as usize).min(w);
-    let y0 = (b.y0.max(0.0) as usize).min(h);
-    let y1 = (b.y1.max(0.0).ceil() as usize).min(h);
+    let w = width as usize;
+    let (x0, x1, y0, y1) = pixel_span(b, w, height as usize);
     let (mut reds, mut darks) = (0usize, 0usize);
     for y in y0..y1 {
         let row = y * w;
@@ -237,6 +234,18 @@ fn is_seal_text(b: &engine::PageBox, gray: &[u8], red: &[u8], width: u32, height
     }
     // A handful of red pixels is noise; black text wins when present.
     reds >= 12 && reds > darks * 3
+}
+
+/// The pixel columns `x0..x1` and rows `y0..y1` a box covers on a
+/// `w` × `h` page.
+fn pixel_span(b: &engine::PageBox, w: usize, h: usize) -> (usize, usize, usize, usize) {
+    let clamp = |v: f32, max: usize| (v.max(0.0).ceil() as usize).min(max);
+    (
+        (b.x0.max(0.0) as usize).min(w),
+        clamp(b.x1, w),
+        (b.y0.max(0.0) as usize).min(h),
+        clamp(b.y1, h),
+    )
 }
 
 /// A box cut where the table's column rules cross it: the detector joins
@@ -276,15 +285,7 @@ fn split_at_cells(
 /// least 3 % of its area and in columns spanning a fifth of its height.
 fn has_ink(b: &engine::PageBox, gray: &[u8], width: u32) -> bool {
     let w = width as usize;
-    let h = gray.len() / w.max(1);
-    let (x0, x1) = (
-        (b.x0.max(0.0) as usize).min(w),
-        (b.x1.max(0.0) as usize).min(w),
-    );
-    let (y0, y1) = (
-        (b.y0.max(0.0) as usize).min(h),
-        (b.y1.max(0.0) as usize).min(h),
-    );
+    let (x0, x1, y0, y1) = pixel_span(b, w, gray.len() / w.max(1));
     if x1 <= x0 || y1 <= y0 {
         return false;
     }
@@ -328,9 +329,8 @@ fn fax_header(line: &str) -> serde_json::Value {
             digits += n;
             groups.push(group);
         }
-        let number = groups.join(" ");
-        if number.chars().filter(char::is_ascii_digit).count() >= 7 {
-            out.insert("from".into(), number.into());
+        if digits >= 7 {
+            out.insert("from".into(), groups.join(" ").into());
         }
     }
     if let Some(pages) = page_of(line) {
@@ -450,7 +450,8 @@ fn scale(width: u32, dpi: Option<(f32, f32)>) -> f64 {
 /// The page as positioned text and ruling lines, in points. A text box
 /// becomes one glyph per character, spread evenly over the box; the table's
 /// cells give the rules (each cell's edges, half a line width out, so that
-/// neighbours share them). With a table, only the text inside it is kept.
+/// neighbours share them). (Which boxes belong to the form is
+/// `plan_boxes`' decision.)
 fn page_content(
     boxes: &[engine::TextBox],
     cells: &[table::Cell],
@@ -485,27 +486,12 @@ fn page_content(
             b: y1,
         });
     }
-    let table = cells
-        .iter()
-        .fold(None, |acc: Option<(u32, u32, u32, u32)>, c| {
-            Some(match acc {
-                None => (c.x0, c.y0, c.x1, c.y1),
-                Some((a, b, cc, d)) => (a.min(c.x0), b.min(c.y0), cc.max(c.x1), d.max(c.y1)),
-            })
-        });
     for b in boxes {
         let text = enumeration_commas(without_specks(&b.text));
         if text.is_empty() {
             continue;
         }
-        let (cx, cy) = ((b.x0 + b.x1) / 2.0, (b.y0 + b.y1) / 2.0);
-        if let Some((tx0, ty0, tx1, ty1)) = table {
-            let inside =
-                cx >= tx0 as f32 && cx <= tx1 as f32 && cy >= ty0 as f32 && cy <= ty1 as f32;
-            if !inside {
-                continue;
-            }
-        }
+        let cy = (b.y0 + b.y1) / 2.0;
         let height = f64::from((b.y1 - b.y0).max(1.0)) * k;
         let em = height * 0.8;
         // Glyph centres sit 0.35 em above the baseline (`layout`).
