@@ -225,10 +225,7 @@ fn pipelines() -> Vec<(&'static str, Pipeline)> {
         .write_all(ROSTER.as_bytes())
         .expect("write roster");
     let roster = || Some(Roster::load(roster_file.path()).expect("roster"));
-    let child = Isolation::Child {
-        exe: binary(),
-        limits: ChildLimits::default(),
-    };
+    let child = Isolation::workers(binary(), ChildLimits::default(), Default::default());
     vec![
         (
             "child",

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::parse::pipeline::Limits;
 use crate::parse::registration::Field;
+use crate::parse::sandbox::pool::PoolConfig;
 
 /// The exit code for a configuration error (EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
@@ -37,6 +38,9 @@ pub struct RawConfig {
     pub parse: RawParse,
     #[serde(default)]
     pub limits: Limits,
+    /// `[workers]`: the warm reader processes.
+    #[serde(default)]
+    pub workers: PoolConfig,
     #[serde(default)]
     pub service: RawService,
     #[serde(default)]
@@ -371,6 +375,7 @@ pub struct Config {
     /// See `RawParse::trusted_authserv`.
     pub trusted_authserv: Vec<String>,
     pub limits: Limits,
+    pub workers: PoolConfig,
     /// The OCR models' folder, when scans are read by OCR.
     pub ocr_models: Option<PathBuf>,
     pub stall_after: Duration,
@@ -540,6 +545,7 @@ impl Config {
             required,
             trusted_authserv,
             limits: raw.limits,
+            workers: check_workers(raw.workers)?,
             ocr_models,
             stall_after,
             claim_lease,
@@ -562,6 +568,7 @@ fn unreachable_defaults() -> Config {
         required: crate::parse::pipeline::DEFAULT_REQUIRED.to_vec(),
         trusted_authserv: Vec::new(),
         limits: Limits::default(),
+        workers: PoolConfig::default(),
         ocr_models: None,
         stall_after: Duration::from_secs(30 * 60),
         claim_lease: Duration::from_secs(300),
@@ -1063,6 +1070,22 @@ fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, Con
         from,
         pacing,
     })
+}
+
+fn check_workers(w: PoolConfig) -> Result<PoolConfig, ConfigError> {
+    if w.count > 256 {
+        return Err(ConfigError::new(
+            "workers.count",
+            "最多 256（0 表示与 CPU 核数相同）",
+        ));
+    }
+    if w.max_jobs == 0 {
+        return Err(ConfigError::new("workers.max_jobs", "必须大于 0"));
+    }
+    if w.max_peak_mb < 64 {
+        return Err(ConfigError::new("workers.max_peak_mb", "至少 64（MB）"));
+    }
+    Ok(w)
 }
 
 fn check_limits(l: &Limits) -> Result<(), ConfigError> {

@@ -1478,27 +1478,21 @@ fn unknown_limit_keys_are_config_errors() {
     assert!(run.reports.is_empty());
 }
 
-/// The sandbox child is started with typed arguments; one it cannot take
-/// (here: a memory limit that is not a number, read limits with a key
-/// missing, an unknown format) is refused with a clear message and exit
-/// code 64, which the parent records as the attachment's error, instead
-/// of reading the attachment under a limit nobody chose.
+/// A reader worker is started with typed arguments and takes typed jobs;
+/// one it cannot take (a memory limit that is not a number or is 0; a job
+/// whose read limits miss a key, or of an unknown format) is refused with a
+/// clear message and exit code 64, which the parent records as the
+/// attachment's error, instead of reading under a limit nobody chose.
 #[test]
-fn sandbox_child_refuses_arguments_it_cannot_take() {
-    let limits = r#"{"max_cells":20000,"max_part_bytes":52428800,"max_total_bytes":209715200,"max_zip_entries":10000,"max_pages":20}"#;
-    let cases: [[&str; 4]; 4] = [
-        ["xlsx", limits, "lots", "20"],
-        ["xlsx", r#"{"max_cells":20000}"#, "1024", "20"],
-        ["xlsx", limits, "1024", "0"],
-        ["spreadsheet", limits, "1024", "20"],
-    ];
-    for args in cases {
+fn sandbox_worker_refuses_arguments_and_jobs_it_cannot_take() {
+    use std::io::Write;
+    for args in [["lots"], ["0"]] {
         let out = Command::new(env!("CARGO_BIN_EXE_xxdc-intake"))
-            .arg("__read")
+            .arg("__worker")
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .expect("run the child");
+            .expect("run the worker");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
         assert!(
@@ -1507,15 +1501,295 @@ fn sandbox_child_refuses_arguments_it_cannot_take() {
         );
         assert!(out.stdout.is_empty(), "{args:?}: nothing read");
     }
-    // The same arguments, well formed, are taken.
+    let limits = r#"{"max_cells":20000,"max_part_bytes":52428800,"max_total_bytes":209715200,"max_zip_entries":10000,"max_pages":20}"#;
+    let jobs = [
+        (
+            r#"{"format":"xlsx","limits":{"max_cells":20000},"cpu_seconds":20}"#.to_string(),
+            "缺少",
+        ),
+        (
+            format!(r#"{{"format":"spreadsheet","limits":{limits},"cpu_seconds":20}}"#),
+            "不认识的文件格式",
+        ),
+    ];
+    for (header, why) in jobs {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_xxdc-intake"))
+            .args(["__worker", "1024"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the worker");
+        let mut frame = (header.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(header.as_bytes());
+        frame.extend_from_slice(&0u64.to_le_bytes());
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&frame).expect("send the job");
+        drop(stdin);
+        let out = child.wait_with_output().expect("the worker ends");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{header}: {stderr}");
+        assert!(
+            stderr.starts_with("附件读取进程的任务有误：") && stderr.contains(why),
+            "{header}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{header}: nothing read");
+    }
+    // Well formed and given no job, the worker ends quietly.
     let out = Command::new(env!("CARGO_BIN_EXE_xxdc-intake"))
-        .args(["__read", "text", limits, "1024", "20"])
+        .args(["__worker", "1024"])
         .stdin(Stdio::null())
         .output()
-        .expect("run the child");
+        .expect("run the worker");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------
+// The warm reader workers (parse::sandbox::pool), driven directly
+
+mod workers {
+    use super::*;
+    use xxdc_intake::parse::grid::{ReadError, ReadLimits};
+    use xxdc_intake::parse::sandbox::ChildLimits;
+    use xxdc_intake::parse::sandbox::confine::Probe;
+    use xxdc_intake::parse::sandbox::pool::{Pool, PoolConfig, PoolStats};
+    use xxdc_intake::parse::sniff::Format;
+
+    const BIN: &str = env!("CARGO_BIN_EXE_xxdc-intake");
+
+    fn pool(count: usize, max_jobs: u64) -> Pool {
+        Pool::new(
+            BIN.into(),
+            PoolConfig {
+                count,
+                max_jobs,
+                max_peak_mb: 1024,
+            },
+        )
+    }
+
+    /// Office-file limits out of the way, as [`RAISED_READ_LIMITS`].
+    fn raised() -> ReadLimits {
+        ReadLimits {
+            max_part_bytes: 4 * GIB,
+            max_total_bytes: 4 * GIB,
+            ..ReadLimits::default()
+        }
+    }
+
+    fn read_good(pool: &Pool) {
+        let grid = pool
+            .read(
+                &ChildLimits::default(),
+                Format::Xlsx,
+                GOOD_XLSX,
+                &ReadLimits::default(),
+                None,
+            )
+            .expect("the good form is read");
+        let text: String = grid
+            .grids
+            .iter()
+            .flat_map(|g| &g.cells)
+            .map(|c| c.text.as_str())
+            .collect();
+        assert!(text.contains("李晓燕"), "{text}");
+    }
+
+    /// One worker reads one attachment after another, and is replaced after
+    /// `max_jobs`.
+    #[test]
+    fn a_worker_reads_many_attachments_and_is_recycled() {
+        let pool = pool(1, 3);
+        for _ in 0..7 {
+            read_good(&pool);
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.jobs, 7);
+        assert_eq!(stats.started, 3, "{stats:?}");
+        assert_eq!(stats.recycled_jobs, 2, "{stats:?}");
+        assert_eq!(pool.worker_pids().len(), 1);
+    }
+
+    /// A worker that never finishes is killed at the job's wall deadline;
+    /// the next attachment is read by a fresh worker.
+    #[test]
+    fn a_hanging_worker_is_killed_at_its_deadline() {
+        let pool = pool(1, 100);
+        let limits = ChildLimits {
+            timeout_seconds: 1,
+            cpu_seconds: 600,
+            ..ChildLimits::default()
+        };
+        let err = pool
+            .read(&limits, Format::Xlsx, &endless_sheet(), &raised(), None)
+            .expect_err("never finishes");
+        assert!(
+            matches!(&err, ReadError::TooLarge(t) if t.contains("超时")),
+            "{err:?}"
+        );
+        read_good(&pool);
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.killed, stats.started, stats.retried),
+            (1, 2, 0),
+            "{stats:?}"
+        );
+    }
+
+    /// A worker that overruns its CPU budget dies of SIGXCPU: the CPU limit
+    /// is this job's, counted from the job's start however long the worker
+    /// has lived, and is not tried again.
+    #[test]
+    fn the_cpu_budget_is_per_job() {
+        let pool = pool(1, 100);
+        let limits = ChildLimits {
+            timeout_seconds: 600,
+            cpu_seconds: 1,
+            ..ChildLimits::default()
+        };
+        // Warm jobs under the same budget first: they do not use it up.
+        for _ in 0..3 {
+            read_good(&pool);
+        }
+        let err = pool
+            .read(&limits, Format::Xlsx, &endless_sheet(), &raised(), None)
+            .expect_err("overruns");
+        assert!(
+            matches!(&err, ReadError::TooLarge(t) if t.contains("CPU 1 秒")),
+            "{err:?}"
+        );
+        read_good(&pool);
+        let stats = pool.stats();
+        assert_eq!((stats.died, stats.retried), (1, 0), "{stats:?}");
+    }
+
+    /// A worker that exhausts its address space aborts; the error names the
+    /// limit, and the next attachment is read normally.
+    #[test]
+    fn a_worker_out_of_memory_is_replaced() {
+        let pool = pool(1, 100);
+        let limits = ChildLimits {
+            memory_mb: 256,
+            ..ChildLimits::default()
+        };
+        let (deflate, size) = huge_shared_strings(3 * GIB / 2);
+        let bomb = xlsx(vec![
+            sheet(&[("A1", "x")]),
+            Entry::deflated("xl/sharedStrings.xml", deflate, size),
+        ]);
+        let err = pool
+            .read(&limits, Format::Xlsx, &bomb, &raised(), None)
+            .expect_err("out of memory");
+        assert!(
+            matches!(&err, ReadError::TooLarge(t) if t.contains("256 MB")),
+            "{err:?}"
+        );
+        read_good(&pool);
+        assert_eq!(pool.stats().retried, 0);
+    }
+
+    /// A worker killed from outside in the middle of a job (the OOM killer,
+    /// an administrator): the job is tried once more on a fresh worker.
+    #[test]
+    fn a_worker_killed_mid_job_is_replaced_and_the_job_tried_again() {
+        let pool = std::sync::Arc::new(pool(1, 100));
+        // Seconds of reading in a debug build (4 MiB of empty elements).
+        let (deflate, size) = deflate_run(
+            SHEET_HEAD.as_bytes(),
+            b"<x/>",
+            (4 << 20) / 258,
+            SHEET_TAIL.as_bytes(),
+        );
+        let slow = xlsx(vec![Entry::deflated(
+            "xl/worksheets/sheet1.xml",
+            deflate,
+            size,
+        )]);
+        let job = {
+            let pool = std::sync::Arc::clone(&pool);
+            std::thread::spawn(move || {
+                let limits = ChildLimits {
+                    cpu_seconds: 600,
+                    timeout_seconds: 600,
+                    ..ChildLimits::default()
+                };
+                pool.read(&limits, Format::Xlsx, &slow, &raised(), None)
+            })
+        };
+        let victim = (0..500)
+            .find_map(|_| {
+                std::thread::sleep(Duration::from_millis(10));
+                pool.worker_pids().first().copied()
+            })
+            .expect("a worker started");
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success());
+        let result = job.join().expect("the job's thread");
+        let grid = result.expect("read by the second worker");
+        assert!(grid.grids.iter().all(|g| g.cells.is_empty()));
+        let stats: PoolStats = pool.stats();
+        assert_eq!(
+            (stats.died, stats.retried, stats.started),
+            (1, 1, 2),
+            "{stats:?}"
+        );
+        read_good(&pool);
+    }
+
+    /// A confined worker cannot read or create a file, open a socket or
+    /// start a program; it can still allocate and set its CPU budget.
+    #[test]
+    fn a_confined_worker_cannot_open_files_or_sockets() {
+        let scratch = tempfile::tempdir().expect("scratch");
+        let existing = scratch.path().join("secret.txt");
+        std::fs::write(&existing, "宅电 0577-1234567").expect("write");
+        let out = Command::new(BIN)
+            .arg("__confine-probe")
+            .arg(&existing)
+            .arg(scratch.path())
+            .output()
+            .expect("run the probe");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let probe: Probe = serde_json::from_slice(&out.stdout).expect("probe JSON");
+        assert_eq!(
+            probe,
+            Probe {
+                read_file: false,
+                create_file: false,
+                tcp_socket: false,
+                unix_socket: false,
+                start_program: false,
+                allocate_and_limit: true,
+            }
+        );
+        assert!(!scratch.path().join("created-by-worker").exists());
+    }
+
+    /// Every worker ends with the pool.
+    #[test]
+    fn workers_end_with_the_pool() {
+        let pool = pool(2, 100);
+        read_good(&pool);
+        let pids = pool.worker_pids();
+        assert_eq!(pids.len(), 1, "one job, one worker");
+        drop(pool);
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", pids[0])).exists(),
+            "worker {} outlived the pool",
+            pids[0]
+        );
+    }
 }

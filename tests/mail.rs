@@ -220,10 +220,7 @@ async fn open_app(db: &TestDb, text: &str, t: i64) -> App {
     let config = Config::check(raw, db.dir()).expect("config");
     App::open(
         config,
-        Isolation::Child {
-            exe: BIN.into(),
-            limits: Default::default(),
-        },
+        Isolation::workers(BIN.into(), Default::default(), Default::default()),
         Clock::fixed(t),
     )
     .await

@@ -536,10 +536,7 @@ async fn intake(db: &TestDb, settings: IntakeSettings) -> Intake {
     let pipeline = Pipeline::new(
         None,
         DEFAULT_REQUIRED.to_vec(),
-        Isolation::Child {
-            exe: BIN.into(),
-            limits: ChildLimits::default(),
-        },
+        Isolation::workers(BIN.into(), ChildLimits::default(), Default::default()),
         Limits::default(),
     );
     Intake::new(

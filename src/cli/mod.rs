@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, EXIT_CONFIG};
-use crate::parse::grid::ReadLimits;
-use crate::parse::sandbox::{ChildArgs, EXIT_CHILD_USAGE, Isolation};
-use crate::parse::sniff::Format;
+use crate::parse::sandbox::Isolation;
+use crate::parse::sandbox::worker::{EXIT_WORKER_USAGE, WorkerArgs};
 use crate::service::daemon::{App, DaemonError};
 
 /// The default config file of an installed service.
@@ -121,21 +120,19 @@ enum Command {
     },
     /// 只运行工作台网页（不收取邮件），如在第二台机器上读取同一 PostgreSQL
     Web,
-    /// Internal: reads one attachment from stdin in the sandbox child.
-    #[command(name = "__read", hide = true)]
-    Read {
-        #[arg(value_parser = parse_format)]
-        format: Format,
-        #[arg(value_parser = parse_read_limits)]
-        limits: ReadLimits,
+    /// Internal: a reader worker; reads attachments sent over stdin.
+    #[command(name = "__worker", hide = true)]
+    Worker {
         #[arg(value_parser = clap::value_parser!(u64).range(1..))]
         memory_mb: u64,
-        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
-        cpu_seconds: u64,
         /// The OCR models' folder: scans are read by OCR.
         #[arg(long)]
         ocr_models: Option<PathBuf>,
     },
+    /// Internal: confines itself as a worker does and prints what it could
+    /// still do (for the tests).
+    #[command(name = "__confine-probe", hide = true)]
+    ConfineProbe { existing: PathBuf, scratch: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,13 +328,13 @@ pub fn main() -> i32 {
     // Names, mobiles and home phones: whatever umask a cron job or a shell
     // has, every file and folder we create is private to our user.
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o077));
-    let in_child = std::env::args().nth(1).as_deref() == Some("__read");
+    let in_child = std::env::args().nth(1).as_deref() == Some("__worker");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if in_child => {
             // The parent reads this line into the attachment's error.
             eprintln!("附件读取进程的参数有误：{}", first_line(&e.to_string()));
-            return EXIT_CHILD_USAGE;
+            return EXIT_WORKER_USAGE;
         }
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -345,21 +342,29 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    if let Command::Read {
-        format,
-        limits,
-        memory_mb,
-        cpu_seconds,
-        ocr_models,
-    } = cli.command
-    {
-        return crate::parse::sandbox::child_main(ChildArgs {
-            format,
-            limits,
+    match &cli.command {
+        Command::Worker {
             memory_mb,
-            cpu_seconds,
             ocr_models,
-        });
+        } => {
+            return crate::parse::sandbox::worker::worker_main(WorkerArgs {
+                memory_mb: *memory_mb,
+                ocr_models: ocr_models.clone(),
+            });
+        }
+        Command::ConfineProbe { existing, scratch } => {
+            return match crate::parse::sandbox::confine::probe(existing, scratch) {
+                Ok(probe) => {
+                    println!("{}", serde_json::to_string(&probe).unwrap_or_default());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    70
+                }
+            };
+        }
+        _ => {}
     }
     logging::init();
     match dispatch(cli.config.as_deref(), cli.command) {
@@ -433,7 +438,9 @@ fn dispatch(config: Option<&Path>, command: Command) -> Result<(), CliError> {
             action: UserAction::Disable { name },
         } => with_runtime(workspace::user_disable(config, &name)),
         Command::Web => with_runtime(service::web(config)),
-        Command::Read { .. } => Err(CliError::Usage("__read 只用于附件读取子进程".into())),
+        Command::Worker { .. } | Command::ConfineProbe { .. } => {
+            Err(CliError::Usage("__worker 只用于附件读取子进程".into()))
+        }
     }
 }
 
@@ -473,14 +480,6 @@ fn first_line(text: &str) -> &str {
         .unwrap_or_default()
 }
 
-fn parse_format(text: &str) -> Result<Format, String> {
-    Format::from_arg(text).ok_or_else(|| format!("不认识的文件格式“{text}”"))
-}
-
-fn parse_read_limits(text: &str) -> Result<ReadLimits, String> {
-    crate::parse::sandbox::limits_from_arg(text)
-}
-
 fn with_runtime(
     f: impl std::future::Future<Output = Result<(), CliError>>,
 ) -> Result<(), CliError> {
@@ -515,7 +514,7 @@ async fn open_app(path: Option<&Path>) -> Result<App, CliError> {
 }
 
 async fn open_app_with(config: Config) -> Result<App, CliError> {
-    let isolation = Isolation::current_exe(config.limits.child);
+    let isolation = Isolation::current_exe(config.limits.child, config.workers);
     Ok(App::open(config, isolation, crate::clock::Clock::System).await?)
 }
 

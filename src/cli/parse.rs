@@ -27,7 +27,7 @@ pub(super) fn parse(
     let pipeline = Pipeline::new(
         roster,
         config.required.clone(),
-        Isolation::current_exe(config.limits.child),
+        Isolation::current_exe(config.limits.child, config.workers),
         config.limits,
     )
     .with_trusted_authserv(config.trusted_authserv.clone())

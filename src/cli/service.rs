@@ -98,22 +98,31 @@ pub(super) async fn reprocess(config: Option<&Path>) -> Result<(), CliError> {
     let total = app.intake.store().requeue_all().await?;
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("重新处理 {bar:40} {pos}/{len} 封（{eta}）")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "重新处理 {bar:40} {pos}/{len} 封（{per_sec}，还需 {eta}）",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    loop {
-        match app.intake.step(app.clock.now()).await {
-            Ok(Step::Idle) => break,
-            Ok(_) => bar.inc(1),
-            Err(e) => {
-                bar.abandon();
-                return Err(CliError::Failed(e.to_string()));
+    let failed = std::sync::atomic::AtomicU64::new(0);
+    let (_, error) = app
+        .process_pending_with(None, &|step| {
+            if matches!(step, Step::Failed { .. }) {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-        }
+            bar.inc(1);
+        })
+        .await;
+    if let Some(error) = error {
+        bar.abandon();
+        app.close().await;
+        return Err(CliError::Failed(error));
     }
     bar.finish();
     app.close().await;
-    println!("已重新处理 {total} 封邮件。");
+    match failed.into_inner() {
+        0 => println!("已重新处理 {total} 封邮件。"),
+        n => println!("已重新处理 {total} 封邮件，其中 {n} 封处理失败（原因见 status）。"),
+    }
     Ok(())
 }
 

@@ -168,6 +168,11 @@ impl Pipeline {
         &self.required
     }
 
+    /// Where attachments are read (the workers and what they did).
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
     /// Parses one input: an RFC 5322 message or a bare attachment.
     pub fn parse(&self, input: &str, bytes: &[u8]) -> ParseReport {
         let name = std::path::Path::new(input)

@@ -25,7 +25,7 @@ use crate::parse::pipeline::Pipeline;
 use crate::parse::roster::Roster;
 use crate::parse::sandbox::Isolation;
 use crate::service::archive::Archive;
-use crate::service::intake::{HEARTBEAT_EVERY, Intake, IntakeSettings};
+use crate::service::intake::{HEARTBEAT_EVERY, Intake, IntakeSettings, Step};
 use crate::service::sources::{self, SourceCtx, Standby};
 use crate::store::Store;
 
@@ -165,25 +165,63 @@ impl App {
         &self,
         stop: Option<&mut (dyn Future<Output = ()> + Unpin)>,
     ) -> Vec<String> {
-        let mut done = Vec::new();
-        let mut stop = stop;
-        loop {
-            match self.intake.step(self.clock.now()).await {
-                Ok(crate::service::intake::Step::Idle) => break,
-                Ok(crate::service::intake::Step::Processed { id }) => done.push(id),
-                Ok(crate::service::intake::Step::Failed { .. }) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "processing failed");
-                    break;
+        self.process_pending_with(stop, &|_| {}).await.0
+    }
+
+    /// Processes every pending message, `workers.count` at a time (as many
+    /// as there are reader workers); `each` is told of every step that did
+    /// something. Returns the ids processed and the first error that
+    /// stopped processing (the store failing). A stop request lets each lane finish its current message
+    /// and take no other. Claims keep two lanes (or two instances) off the
+    /// same message; which registration counts for a unit depends on the
+    /// messages' received times, not on the order processing finishes.
+    pub async fn process_pending_with(
+        &self,
+        stop: Option<&mut (dyn Future<Output = ()> + Unpin)>,
+        each: &(dyn Fn(&Step) + Sync),
+    ) -> (Vec<String>, Option<String>) {
+        let stopping = std::sync::atomic::AtomicBool::new(false);
+        let error = std::sync::Mutex::new(None);
+        let lanes = self.config.workers.workers().max(1);
+        let lane = || async {
+            let mut done = Vec::new();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                match self.intake.step(self.clock.now()).await {
+                    Ok(Step::Idle) => break,
+                    Ok(step) => {
+                        each(&step);
+                        if let Step::Processed { id } = step {
+                            done.push(id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "processing failed");
+                        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                        error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e.to_string());
+                    }
                 }
             }
-            if let Some(s) = stop.as_mut()
-                && s.now_or_never().is_some()
-            {
-                break;
+            done
+        };
+        let all = futures::future::join_all((0..lanes).map(|_| lane()));
+        let done = match stop {
+            None => all.await,
+            Some(stop) => {
+                let mut all = std::pin::pin!(all);
+                tokio::select! {
+                    done = &mut all => done,
+                    () = stop => {
+                        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+                        all.await
+                    }
+                }
             }
-        }
-        done
+        };
+        let error = error.into_inner().unwrap_or_else(|p| p.into_inner());
+        (done.into_iter().flatten().collect(), error)
     }
 
     /// The reminders and the overdue list that are due, then paced
@@ -387,7 +425,16 @@ pub async fn run(
         }
         let processed = app.process_pending(None).await;
         app.mail_tick().await;
-        tracing::info!(processed = processed.len(), "pass finished");
+        let workers = app.intake.pipeline().isolation().stats();
+        tracing::info!(
+            processed = processed.len(),
+            jobs = workers.jobs,
+            workers_started = workers.started,
+            workers_died = workers.died,
+            workers_killed = workers.killed,
+            jobs_retried = workers.retried,
+            "pass finished"
+        );
         return if failed.is_empty() {
             Ok(())
         } else {

@@ -159,6 +159,10 @@ impl Intake {
         &self.store
     }
 
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
     pub fn archive(&self) -> &Archive {
         &self.archive
     }

@@ -171,10 +171,11 @@ pub async fn open_app(
     clock: xxdc_intake::clock::Clock,
 ) -> std::sync::Arc<xxdc_intake::service::daemon::App> {
     let config = xxdc_intake::config::Config::load(config_path).expect("config");
-    let isolation = xxdc_intake::parse::sandbox::Isolation::Child {
-        exe: BIN.into(),
-        limits: config.limits.child,
-    };
+    let isolation = xxdc_intake::parse::sandbox::Isolation::workers(
+        BIN.into(),
+        config.limits.child,
+        Default::default(),
+    );
     std::sync::Arc::new(
         xxdc_intake::service::daemon::App::open(config, isolation, clock)
             .await

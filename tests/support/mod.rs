@@ -601,10 +601,11 @@ impl TestApp {
         let config = Config::check(raw, dir.path()).expect("test config is valid");
         let app = App::open(
             config,
-            Isolation::Child {
-                exe: env!("CARGO_BIN_EXE_xxdc-intake").into(),
-                limits: Default::default(),
-            },
+            Isolation::workers(
+                env!("CARGO_BIN_EXE_xxdc-intake").into(),
+                Default::default(),
+                Default::default(),
+            ),
             Clock::System,
         )
         .await

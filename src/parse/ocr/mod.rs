@@ -54,6 +54,35 @@ pub fn read_scan(
     models: &Path,
     extracted: &mut Extracted,
 ) -> Result<(), ReadError> {
+    load_engine(models)?.read_scan(format, bytes, limits, extracted)
+}
+
+/// Loads the models (a reader worker does it once, at start).
+pub fn load_engine(models: &Path) -> Result<engine::Engine, ReadError> {
+    engine::Engine::load(models)
+        .map_err(|e| ReadError::Damaged(format!("文字识别模型无法加载：{e}")))
+}
+
+impl engine::Engine {
+    /// [`read_scan`] with models already loaded.
+    pub fn read_scan(
+        &self,
+        format: Format,
+        bytes: &[u8],
+        limits: &ReadLimits,
+        extracted: &mut Extracted,
+    ) -> Result<(), ReadError> {
+        read_pages(self, format, bytes, limits, extracted)
+    }
+}
+
+fn read_pages(
+    engine: &engine::Engine,
+    format: Format,
+    bytes: &[u8],
+    limits: &ReadLimits,
+    extracted: &mut Extracted,
+) -> Result<(), ReadError> {
     let max_pages = limits.max_pages.max(1);
     let pictures = match format {
         Format::Image => decode::pages_of_image(bytes, max_pages, MAX_PAGE_PIXELS),
@@ -64,8 +93,6 @@ pub fn read_scan(
     if pictures.is_empty() {
         return Ok(());
     }
-    let engine = engine::Engine::load(models)
-        .map_err(|e| ReadError::Damaged(format!("文字识别模型无法加载：{e}")))?;
 
     // First every page's table (cheap), so that OCR — most of the time —
     // is spent only on pages that hold the form: a page without a table
