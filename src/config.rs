@@ -212,6 +212,10 @@ pub struct RawParse {
     /// `/usr/share/xxdc-intake/ocr`, else `ocr-models` beside the program's
     /// folder, for a development build).
     pub ocr_models: Option<String>,
+    /// The office's own phone/fax numbers and addresses (as printed in the
+    /// notice): never taken as a unit's values. The `[smtp] from` and
+    /// `[report] office` addresses are added.
+    pub office_contacts: Option<Vec<String>>,
 }
 
 /// A configuration error: the key and the reason, in Chinese.
@@ -376,6 +380,9 @@ pub struct Config {
     pub trusted_authserv: Vec<String>,
     pub limits: Limits,
     pub workers: PoolConfig,
+    /// The office's own numbers and addresses (`parse.office_contacts`,
+    /// `[smtp] from`, `[report] office`): never a unit's values.
+    pub office_contacts: Vec<String>,
     /// The OCR models' folder, when scans are read by OCR.
     pub ocr_models: Option<PathBuf>,
     pub stall_after: Duration,
@@ -534,6 +541,12 @@ impl Config {
             2,
             "应为“5m”这样的时长且不少于 2 秒",
         )?;
+        let mailing = check_mailing(&raw.reminders, &raw.acknowledgements, &raw.report, &resolve)?;
+        let office_contacts = check_office_contacts(
+            raw.parse.office_contacts.as_deref().unwrap_or_default(),
+            smtp.as_ref().map(|s| s.from.as_str()),
+            &mailing.office,
+        )?;
         Ok(Self {
             path: None,
             database_url,
@@ -546,10 +559,11 @@ impl Config {
             trusted_authserv,
             limits: raw.limits,
             workers: check_workers(raw.workers)?,
+            office_contacts,
             ocr_models,
             stall_after,
             claim_lease,
-            mailing: check_mailing(&raw.reminders, &raw.acknowledgements, &raw.report, &resolve)?,
+            mailing,
             web: raw.web.map(|w| check_web(w, &resolve)).transpose()?,
         })
     }
@@ -569,6 +583,7 @@ fn unreachable_defaults() -> Config {
         trusted_authserv: Vec::new(),
         limits: Limits::default(),
         workers: PoolConfig::default(),
+        office_contacts: Vec::new(),
         ocr_models: None,
         stall_after: Duration::from_secs(30 * 60),
         claim_lease: Duration::from_secs(300),
@@ -1070,6 +1085,28 @@ fn check_smtp(s: RawSmtp, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Smtp, Con
         from,
         pacing,
     })
+}
+
+fn check_office_contacts(
+    given: &[String],
+    from: Option<&str>,
+    office: &[String],
+) -> Result<Vec<String>, ConfigError> {
+    if let Some(bad) = given.iter().find(|c| {
+        let digits = c.chars().filter(char::is_ascii_digit).count();
+        !c.contains('@') && digits < 7
+    }) {
+        return Err(ConfigError::new(
+            "parse.office_contacts",
+            format!("“{bad}”既不是邮箱地址，也不是电话或传真号码（至少 7 位数字）"),
+        ));
+    }
+    Ok(given
+        .iter()
+        .cloned()
+        .chain(from.map(str::to_string))
+        .chain(office.iter().cloned())
+        .collect())
 }
 
 fn check_workers(w: PoolConfig) -> Result<PoolConfig, ConfigError> {

@@ -31,6 +31,9 @@ pub(super) fn parse(
         config.limits,
     )
     .with_trusted_authserv(config.trusted_authserv.clone())
+    .with_office_contacts(crate::parse::office::OfficeContacts::new(
+        &config.office_contacts,
+    ))
     .with_ocr(config.ocr_models.clone());
     let mut unopened = 0;
     let mut reports = Vec::new();

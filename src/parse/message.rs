@@ -224,6 +224,7 @@ pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
         leaves: 0,
         bytes: 0,
         stopped: false,
+        returned: false,
     };
     if headers_only {
         walker.bodies.push(Body::default());
@@ -670,6 +671,9 @@ struct Walker {
     leaves: usize,
     bytes: usize,
     stopped: bool,
+    /// Inside a bounce's returned original: its files are listed, its
+    /// bodies are not the bounce's.
+    returned: bool,
 }
 
 impl Walker {
@@ -737,7 +741,9 @@ impl Walker {
 
     fn walk_message(&mut self, msg: &Message<'_>, depth: usize) {
         let body_index = self.bodies.len();
-        self.bodies.push(Body::default());
+        if !self.returned {
+            self.bodies.push(Body::default());
+        }
         if !msg.parts.is_empty() {
             self.walk_part(msg, 0, depth, body_index, false);
         }
@@ -778,9 +784,11 @@ impl Walker {
                 }
             }
             PartType::Message(inner) => {
-                // A bounce carries the returned original: reading it would
-                // ingest that message a second time.
-                if self.kind == MessageKind::Bounce || in_report {
+                // A bounce's returned original is walked for its files:
+                // they are listed with what they hold, and nothing of a
+                // bounce is credited (the pipeline reads no form from it).
+                // Other messages inside a report are skipped.
+                if in_report && self.kind != MessageKind::Bounce {
                     return;
                 }
                 if depth >= self.max_depth {
@@ -790,7 +798,10 @@ impl Walker {
                     ));
                     return;
                 }
+                let returned = self.returned;
+                self.returned |= self.kind == MessageKind::Bounce;
                 self.walk_message(inner, depth + 1);
+                self.returned = returned;
             }
             _ => {
                 if in_report && (info.ctype == "message" || info.subtype == "rfc822-headers") {
@@ -832,7 +843,9 @@ impl Walker {
             && !info.attachment
             && info.ctype == "text"
             && (info.subtype == "plain" || info.subtype == "html");
-        if is_body {
+        if is_body && self.returned {
+            // The returned original's text: not the bounce's body, no file.
+        } else if is_body {
             let text = decode_with_label(&bytes, info.charset.as_deref());
             if let Some(body) = self.bodies.get_mut(body_index) {
                 let slot = if info.subtype == "html" {
@@ -848,7 +861,7 @@ impl Walker {
                     None => *slot = Some(text),
                 }
             }
-        } else if self.kind != MessageKind::Bounce {
+        } else {
             self.parts.push(Part {
                 filename: info.filename,
                 content_type: format!("{}/{}", info.ctype, info.subtype),
@@ -1615,10 +1628,9 @@ mod tests {
     }
 
     #[test]
-    fn multipart_report_bounce_drops_the_returned_original() {
+    fn multipart_report_bounce_lists_only_the_returned_originals_files() {
         let m = parse_default(fixture!("bounce_report.eml"));
         assert_eq!(m.kind, MessageKind::Bounce);
-        assert!(m.parts.is_empty());
         assert_eq!(
             m.bodies,
             vec![Body {
@@ -1637,7 +1649,8 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain
 --b\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\r\nContent-Type: application/octet-stream; name=a.xls\r\n\r\nxx\r\n--b--\r\n";
         let m = parse_default(raw);
         assert_eq!(m.kind, MessageKind::Bounce);
-        assert!(m.parts.is_empty());
+        assert_eq!(names(&m), vec![Some("a.xls")], "the returned file, listed");
+        assert_eq!(m.bodies.len(), 1, "its text is not the bounce's body");
         let raw = "From: \"系统管理员\" <postmaster@163.com>\r\nSubject: 系统退信\r\n\r\nx\r\n";
         assert_eq!(parse_default(raw.as_bytes()).kind, MessageKind::Bounce);
     }

@@ -401,6 +401,34 @@ mod tests {
         ));
     }
 
+    /// Every field that holds a phone number reports one it cannot read,
+    /// kept as written: letters in it, too few or too many digits.
+    #[test]
+    fn every_phone_field_flags_what_is_not_a_number() {
+        use crate::parse::registration::Kind;
+        for field in Field::ALL {
+            let bad: &[&str] = match field.kind() {
+                Kind::Phone => &[
+                    "6712155a",
+                    "0577-6712",
+                    "0577-671215531234",
+                    "电话待定",
+                    "abc",
+                ],
+                Kind::GovNet => &["6015a7", "12", "6712155312345", "待定"],
+                _ => continue,
+            };
+            for &raw in bad {
+                match normalize(field, raw) {
+                    Normalized::Invalid(Value::Text(kept), Code::InvalidPhone) => {
+                        assert_eq!(kept, raw, "{field:?}")
+                    }
+                    other => panic!("{field:?} {raw}: {other:?}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn births() {
         for (raw, want) in [

@@ -17,7 +17,9 @@ use crate::parse::grid::{Extracted, Meta, ReadError, ReadLimits};
 use crate::parse::matching::{Context, Matcher};
 use crate::parse::message::{self, Automation, Envelope, MessageKind, MessageLimits};
 use crate::parse::normalize;
+use crate::parse::office::OfficeContacts;
 use crate::parse::problems::{Code, Problem};
+use crate::parse::quote;
 use crate::parse::registration::{Field, Registration};
 use crate::parse::report::{Attachment, Outcome, ParseReport, SenderUnit};
 use crate::parse::roster::Roster;
@@ -95,6 +97,8 @@ pub struct Pipeline {
     trusted_authserv: Vec<String>,
     /// OCR of scans, when its models are installed.
     ocr: Option<sandbox::OcrSetup>,
+    /// The office's own addresses and numbers: never a unit's values.
+    office: OfficeContacts,
 }
 
 /// The contract's default required fields.
@@ -143,7 +147,16 @@ impl Pipeline {
             limits,
             trusted_authserv: Vec::new(),
             ocr: None,
+            office: OfficeContacts::default(),
         }
+    }
+
+    /// The office's own addresses and phone/fax numbers: a value that is
+    /// one of them is dropped from every form (it came from a quoted notice
+    /// or the office's example, not from the unit).
+    pub fn with_office_contacts(mut self, office: OfficeContacts) -> Self {
+        self.office = office;
+        self
     }
 
     /// Reads scans by OCR with the models in `models` (none: scans are
@@ -226,7 +239,21 @@ impl Pipeline {
                     0,
                 );
             }
-            self.bodies(&mut walk, &parsed.bodies);
+            let subject = parsed.envelope.subject.as_deref().unwrap_or("");
+            self.bodies(&mut walk, &parsed.bodies, quote::subject_forwards(subject));
+        } else if parsed.kind == MessageKind::Bounce {
+            // A bounce carries our mail, or a unit's, back: its files are
+            // listed with what they hold, and nothing is credited.
+            for part in &parsed.parts {
+                self.file(
+                    &mut walk,
+                    part.filename.clone(),
+                    Some(part.content_type.clone()),
+                    &part.bytes,
+                    0,
+                );
+            }
+            walk.found.clear();
         }
         self.finish(
             input,
@@ -239,19 +266,30 @@ impl Pipeline {
 
     /// Forms typed into message bodies. A body that repeats an attached
     /// form (or quotes a forwarded one) adds nothing.
-    fn bodies(&self, walk: &mut Walk, bodies: &[message::Body]) {
+    fn bodies(&self, walk: &mut Walk, bodies: &[message::Body], forwarded: bool) {
         for body in bodies {
             let mut forms = Vec::new();
             if let Some(text) = body.text.as_deref() {
+                let (mut own, quoted) = quote::split(text);
+                if let Some(quoted) = quoted
+                    && self.reads_quote(&quoted, forwarded)
+                {
+                    own.push_str(&quoted.text);
+                }
+                let own = crate::parse::sentence::expand(&own).unwrap_or(own);
                 forms = forms_of(&crate::parse::readers::text::read_str(
-                    text,
+                    &own,
                     &self.limits.read,
                 ));
             }
             if forms.is_empty()
                 && let Some(html) = body.html.as_deref()
             {
-                forms = forms_of(&crate::parse::readers::html::read(html, &self.limits.read));
+                forms = forms_of(&crate::parse::readers::html::read_own(
+                    html,
+                    &self.limits.read,
+                    forwarded,
+                ));
             }
             for form in forms {
                 let duplicate = walk.found.iter().any(|f| same_people(&f.form, &form));
@@ -265,6 +303,22 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Whether the text below a quote marker is read: a forward is (a
+    /// secretary passing on the officer's mail), a reply's quote never is,
+    /// nor anything the office itself sent.
+    fn reads_quote(&self, quoted: &quote::Quoted, forwarded: bool) -> bool {
+        let forward = match quoted.kind {
+            quote::QuoteKind::Forward => true,
+            quote::QuoteKind::Original => forwarded,
+            quote::QuoteKind::Reply => false,
+        };
+        forward
+            && !quoted
+                .from
+                .as_deref()
+                .is_some_and(|from| self.office.is_office(from))
     }
 
     /// Reads one file leaf (recursing into archives and attached messages).
@@ -339,7 +393,8 @@ impl Pipeline {
                             depth + 1,
                         );
                     }
-                    self.bodies(walk, &inner.bodies);
+                    let subject = inner.envelope.subject.as_deref().unwrap_or("");
+                    self.bodies(walk, &inner.bodies, quote::subject_forwards(subject));
                 }
                 if walk.found.len() > before {
                     walk.attachments[index].outcome = Outcome::Parsed;
@@ -472,7 +527,16 @@ impl Pipeline {
         if let Some(why) = &walk.unverified_sender {
             problems.insert(0, Problem::new(None, Code::SenderUnverified, why.clone()));
         }
-        for found in dedupe(walk.found) {
+        let mut found_forms = walk.found;
+        if !self.office.is_empty() {
+            for found in &mut found_forms {
+                found.form.values.retain(|_, v| !self.office.is_office(v));
+            }
+            // A form that held only the office's own details (its example
+            // row, a quoted notice) is nobody's registration.
+            found_forms.retain(|f| f.form.has_person());
+        }
+        for found in dedupe(found_forms) {
             let (values, mut reg_problems) = normalize::check(&found.form.values, &self.required);
             let unit_name = values.get(&Field::UnitName).and_then(|v| match v {
                 crate::parse::registration::Value::Text(s) => Some(s.clone()),

@@ -98,6 +98,9 @@ impl App {
             config.limits,
         )
         .with_trusted_authserv(config.trusted_authserv.clone())
+        .with_office_contacts(crate::parse::office::OfficeContacts::new(
+            &config.office_contacts,
+        ))
         .with_ocr(config.ocr_models.clone());
         let templates = Templates::load(&config.mailing.templates_dir)?;
         let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;

@@ -29,15 +29,31 @@ const MAX_NESTING: usize = 512;
 /// markup nested deeper than [`MAX_NESTING`], are cut off and
 /// `meta.truncated` is set.
 pub fn read(html: &str, limits: &ReadLimits) -> Extracted {
+    read_with(html, limits, None)
+}
+
+/// Reads a message body's own part: a `<blockquote>` (a reply's quote) is
+/// left out, and reading stops at a line that starts a quoted message
+/// (`parse::quote::marker`) — unless it starts a forward (`forwarded`: the
+/// subject says the message is one), whose text is read.
+pub fn read_own(html: &str, limits: &ReadLimits, forwarded: bool) -> Extracted {
+    read_with(html, limits, Some(forwarded))
+}
+
+fn read_with(html: &str, limits: &ReadLimits, quotes: Option<bool>) -> Extracted {
     let cut = nesting_cut(html);
     let document = Html::parse_document(cut.map_or(html, |at| &html[..at]));
     let mut budget = CellBudget::new(limits);
     let mut walk = Walk::new(&mut budget);
+    walk.quotes = quotes;
 
     // Depth-first over the tree without recursion.
     let root = document.tree.root();
     let mut next = root.first_child();
     while let Some(node) = next {
+        if walk.quote_started() {
+            break;
+        }
         let descend = walk.open(node.value());
         if descend && let Some(child) = node.first_child() {
             next = Some(child);
@@ -221,6 +237,10 @@ struct Walk<'b> {
     in_pre: u32,
     truncated: bool,
     budget: &'b mut CellBudget,
+    /// Reading a message's own part: `Some(forwarded)`.
+    quotes: Option<bool>,
+    /// Bytes of `body` already looked at for a quote marker.
+    checked: usize,
 }
 
 impl<'b> Walk<'b> {
@@ -232,7 +252,32 @@ impl<'b> Walk<'b> {
             in_pre: 0,
             truncated: false,
             budget,
+            quotes: None,
+            checked: 0,
         }
+    }
+
+    /// Whether a finished line of the text outside tables starts a quoted
+    /// message that is not read; the marker line is dropped then.
+    fn quote_started(&mut self) -> bool {
+        let Some(forwarded) = self.quotes else {
+            return false;
+        };
+        while let Some(end) = self.body[self.checked..].find('\n') {
+            let start = self.checked;
+            self.checked += end + 1;
+            let kind = crate::parse::quote::marker(&self.body[start..start + end]);
+            let stop = match kind {
+                Some(crate::parse::quote::QuoteKind::Reply) => true,
+                Some(crate::parse::quote::QuoteKind::Original) => !forwarded,
+                Some(crate::parse::quote::QuoteKind::Forward) | None => false,
+            };
+            if stop {
+                self.body.truncate(start);
+                return true;
+            }
+        }
+        false
     }
 
     fn sink(&mut self) -> Option<&mut String> {
@@ -275,7 +320,7 @@ impl<'b> Walk<'b> {
             }
             Node::Element(element) => {
                 let name = element.name();
-                if is_hidden(name) {
+                if is_hidden(name) || (name == "blockquote" && self.quotes.is_some()) {
                     return false;
                 }
                 if is_block(name) {
