@@ -7,10 +7,21 @@ use std::fmt::Write as _;
 
 use tracing_subscriber::field::MakeExt;
 
+/// Third-party libraries whose warnings are about their input, not about
+/// the service: html5ever's parse errors on a mail body (`foster parenting
+/// not implemented` …). They are kept to errors whatever `RUST_LOG` says.
+const QUIET: &[&str] = &["html5ever=error", "selectors=error"];
+
 /// Starts logging at `RUST_LOG` (default `info`).
 pub(super) fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = QUIET.iter().fold(
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        |filter, directive| match directive.parse() {
+            Ok(d) => filter.add_directive(d),
+            Err(_) => filter,
+        },
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -75,6 +75,11 @@ pub enum DaemonError {
     PassIncomplete(String),
 }
 
+/// Messages claimed, read and recorded together (one transaction for
+/// their results): large enough that a backlog costs few transactions,
+/// small enough that a slow scan holds back few results.
+const GROUP: usize = 16;
+
 /// How `run` runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -171,9 +176,11 @@ impl App {
         self.process_pending_with(stop, &|_| {}).await.0
     }
 
-    /// Processes every pending message, `workers.count` at a time (as many
-    /// as there are reader workers); `each` is told of every step that did
-    /// something. Returns the ids processed and the first error that
+    /// Processes every pending message in groups of [`GROUP`] (read in
+    /// parallel, results recorded in one transaction), with as many groups
+    /// under way as there are reader workers, so that one group's slowest
+    /// message does not leave the workers idle; `each` is told of every
+    /// step that did something. Returns the ids processed and the first error that
     /// stopped processing (the store failing). A stop request lets each lane finish its current message
     /// and take no other. Claims keep two lanes (or two instances) off the
     /// same message; which registration counts for a unit depends on the
@@ -189,12 +196,14 @@ impl App {
         let lane = || async {
             let mut done = Vec::new();
             while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                match self.intake.step(self.clock.now()).await {
-                    Ok(Step::Idle) => break,
-                    Ok(step) => {
-                        each(&step);
-                        if let Step::Processed { id } = step {
-                            done.push(id);
+                match self.intake.step_group(self.clock.now(), GROUP).await {
+                    Ok(steps) if steps.is_empty() => break,
+                    Ok(steps) => {
+                        for step in steps {
+                            each(&step);
+                            if let Step::Processed { id } = step {
+                                done.push(id);
+                            }
                         }
                     }
                     Err(e) => {

@@ -309,57 +309,113 @@ impl Intake {
 
     /// Claims and processes one message.
     pub async fn step(&self, now: i64) -> Result<Step, IntakeError> {
-        let s = self.settings;
-        let Some(claimed) = self
-            .store
-            .claim_next(&self.worker, now, s.lease_seconds, s.max_attempts)
+        Ok(self
+            .step_group(now, 1)
             .await?
-        else {
-            return Ok(Step::Idle);
-        };
+            .into_iter()
+            .next()
+            .unwrap_or(Step::Idle))
+    }
+
+    /// Claims up to `n` messages and processes them as a group: read all at
+    /// once (the reader workers bound how many run in parallel), their
+    /// results, receipts and bounce marks recorded in one transaction.
+    /// Returns what happened to each (empty: nothing to do). A message
+    /// whose claim was lost meanwhile (another worker took it after the
+    /// lease) is left out: the other worker's result counts.
+    pub async fn step_group(&self, now: i64, n: usize) -> Result<Vec<Step>, IntakeError> {
+        let s = self.settings;
+        let claimed = self
+            .store
+            .claim_group(&self.worker, now, s.lease_seconds, s.max_attempts, n)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let work = futures::future::join_all(claimed.iter().map(|c| self.process(c, now)));
+        let outcomes = self.renewing(&claimed, now, work).await;
+
+        let mut steps = Vec::new();
+        let mut done = Vec::new();
+        for (claimed, outcome) in claimed.iter().zip(outcomes) {
+            match outcome? {
+                Ok((processed, follow_up)) => done.push((claimed, processed, follow_up)),
+                Err((reason, transient)) => {
+                    steps.push(self.failed(claimed, reason, transient, now).await?)
+                }
+            }
+        }
+        let group: Vec<(&str, &store::Processed, &store::FollowUp)> =
+            done.iter().map(|(c, p, f)| (c.id.as_str(), p, f)).collect();
+        let finished = self.store.finish_group(&self.worker, now, &group).await?;
+        for ((claimed, _, _), finished) in done.iter().zip(finished) {
+            let Some(finished) = finished else { continue };
+            if let Some(sent) = &finished.bounced {
+                tracing::warn!(message = %claimed.id, mail = %sent.id, unit = %sent.unit_key,
+                    "our mail bounced; no further reminders to that address");
+            }
+            steps.push(Step::Processed {
+                id: claimed.id.clone(),
+            });
+        }
+        Ok(steps)
+    }
+
+    /// Runs `work` while renewing the claims of `claimed` every third of
+    /// the lease: a group with many attachments can take longer than the
+    /// lease (each attachment may use its whole timeout), and no other
+    /// worker may take a message that is still being processed.
+    async fn renewing<T>(
+        &self,
+        claimed: &[store::Claimed],
+        now: i64,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let s = self.settings;
+        let started = std::time::Instant::now();
+        let every = Duration::from_secs(u64::try_from(s.lease_seconds / 3).unwrap_or(1).max(1));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = heartbeat.tick() => {
+                    let at = now + i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX / 2);
+                    for c in claimed {
+                        match self.store.renew_claim(&c.id, &self.worker, at + s.lease_seconds).await {
+                            Ok(true) => {}
+                            Ok(false) => tracing::warn!(message = %c.id, "claim lost while processing"),
+                            Err(e) => tracing::warn!(message = %c.id, error = %e, "cannot renew claim"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads one claimed message: its rows and follow-up, or why it failed
+    /// (and whether that is transient).
+    async fn process(
+        &self,
+        claimed: &store::Claimed,
+        now: i64,
+    ) -> Result<Result<(store::Processed, store::FollowUp), (String, bool)>, IntakeError> {
         let raw = match self.archive.read(&claimed.archive_path) {
             Ok(raw) => raw,
-            Err(e) => {
-                let reason = format!("无法读取存档中的原始邮件：{e}");
-                return self.failed(&claimed, reason, true, now).await;
-            }
+            Err(e) => return Ok(Err((format!("无法读取存档中的原始邮件：{e}"), true))),
         };
         let pipeline = Arc::clone(&self.pipeline);
         let name = claimed
             .original_name
             .clone()
             .unwrap_or_else(|| format!("{}.eml", claimed.id));
-        let mut job = tokio::task::spawn_blocking(move || pipeline.parse(&name, &raw));
-        // A message with many attachments can take longer than the lease
-        // (each attachment may use its whole child timeout): renew the
-        // claim every third of the lease, so that no other worker takes a
-        // message that is still being processed.
-        let started = std::time::Instant::now();
-        let every = Duration::from_secs(u64::try_from(s.lease_seconds / 3).unwrap_or(1).max(1));
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let report = loop {
-            tokio::select! {
-                r = &mut job => break r,
-                _ = heartbeat.tick() => {
-                    let at = now + i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX / 2);
-                    match self.store.renew_claim(&claimed.id, &self.worker, at + s.lease_seconds).await {
-                        Ok(true) => {}
-                        Ok(false) => tracing::warn!(message = %claimed.id, "claim lost while processing"),
-                        Err(e) => tracing::warn!(message = %claimed.id, error = %e, "cannot renew claim"),
-                    }
-                }
-            }
-        };
-        let report = match report {
-            Ok(r) => r,
-            Err(e) => {
+        let mut report =
+            match tokio::task::spawn_blocking(move || pipeline.parse(&name, &raw)).await {
+                Ok(report) => report,
                 // A bug in our own code on this input: permanent for this
                 // version; `reprocess` after an upgrade takes it again.
-                let reason = format!("处理该邮件时程序出错：{e}");
-                return self.failed(&claimed, reason, false, now).await;
-            }
-        };
-        let mut report = report;
+                Err(e) => return Ok(Err((format!("处理该邮件时程序出错：{e}"), false))),
+            };
         let elsewhere = crate::parse::trust::credited_from_elsewhere(&report);
         let mut held = Vec::new();
         if !elsewhere.is_empty() {
@@ -378,24 +434,9 @@ impl Intake {
         let follow_up = self
             .letters
             .as_ref()
-            .map(|l| l.follow_up(&report, &claimed, now))
+            .map(|l| l.follow_up(&report, claimed, now))
             .unwrap_or_default();
-        match self
-            .store
-            .finish_with(&claimed.id, &self.worker, now, &processed, &follow_up)
-            .await?
-        {
-            Some(finished) => {
-                if let Some(sent) = &finished.bounced {
-                    tracing::warn!(message = %claimed.id, mail = %sent.id, unit = %sent.unit_key,
-                        "our mail bounced; no further reminders to that address");
-                }
-                Ok(Step::Processed { id: claimed.id })
-            }
-            // The lease ran out and another worker took the message: its
-            // result counts, ours is dropped.
-            None => Ok(Step::Idle),
-        }
+        Ok(Ok((processed, follow_up)))
     }
 
     async fn failed(

@@ -122,18 +122,59 @@ impl Store {
         lease_seconds: i64,
         max_attempts: i64,
     ) -> Result<Option<Claimed>> {
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM message
-             WHERE state = 'pending'
-                OR (state = 'processing' AND claimed_until < $1)
+        Ok(self
+            .claim_group(worker, now, lease_seconds, max_attempts, 1)
+            .await?
+            .pop())
+    }
+
+    /// Claims up to `n` messages, oldest first, in one transaction (see
+    /// [`Store::claim_next`]); a candidate another worker took meanwhile is
+    /// skipped.
+    pub async fn claim_group(
+        &self,
+        worker: &str,
+        now: i64,
+        lease_seconds: i64,
+        max_attempts: i64,
+        n: usize,
+    ) -> Result<Vec<Claimed>> {
+        // Two reads, each along the `message_queue` index (state,
+        // received_at, id): the pending backlog, and the few messages whose
+        // claim ran out or whose retry is due. One read with `OR` sorted the
+        // whole table for every claim. Twice `n` candidates: another worker
+        // may take some first.
+        let limit = i64::try_from(n.max(1) * 2).unwrap_or(i64::MAX);
+        let mut candidates: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT received_at, id FROM message WHERE state = 'pending'
+             ORDER BY received_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let again: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT received_at, id FROM message
+             WHERE (state = 'processing' AND claimed_until < $1)
                 OR (state = 'retry' AND retry_at <= $1 AND attempts < $2)
-             ORDER BY received_at, id LIMIT 8",
+             ORDER BY received_at, id LIMIT $3",
         )
         .bind(now)
         .bind(max_attempts)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        for id in candidates {
+        candidates.extend(again);
+        candidates.sort();
+        let mut claimed = Vec::new();
+        if candidates.is_empty() {
+            return Ok(claimed);
+        }
+        let _serial = self.serial_writer().await;
+        let mut tx = self.pool.begin().await?;
+        for (_, id) in candidates {
+            if claimed.len() >= n.max(1) {
+                break;
+            }
             let taken = sqlx::query(
                 "UPDATE message SET state = 'processing', claimed_by = $2, claimed_until = $3, attempts = attempts + 1
                  WHERE id = $1 AND (state = 'pending'
@@ -145,20 +186,21 @@ impl Store {
             .bind(now + lease_seconds)
             .bind(now)
             .bind(max_attempts)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
             if taken.rows_affected() == 1 {
-                let claimed = sqlx::query_as(
+                let row: Claimed = sqlx::query_as(
                     "SELECT id, archive_path, original_name, attempts, message_id, received_at
                      FROM message WHERE id = $1",
                 )
                 .bind(&id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
-                return Ok(Some(claimed));
+                claimed.push(row);
             }
         }
-        Ok(None)
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// Stores what processing found and marks the message done, in one
@@ -183,47 +225,30 @@ impl Store {
         p: &Processed,
         follow_up: &FollowUp,
     ) -> Result<Option<Finished>> {
-        let automation = serde_json::to_string(&p.automation).unwrap_or_else(|_| "{}".into());
+        Ok(self
+            .finish_group(worker, now, &[(id, p, follow_up)])
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// [`Store::finish_with`] for a group of messages in one transaction:
+    /// each message's results are written only if `worker` still holds its
+    /// claim (`None` in its place otherwise).
+    pub async fn finish_group(
+        &self,
+        worker: &str,
+        now: i64,
+        group: &[(&str, &Processed, &FollowUp)],
+    ) -> Result<Vec<Option<Finished>>> {
+        let _serial = self.serial_writer().await;
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query(
-            "UPDATE message SET state = 'done', claimed_by = NULL, claimed_until = NULL, last_error = NULL, retry_at = NULL,
-                from_addr = $3, from_name = $4, subject = $5, date_header = $6, kind = $7, sender_unit = $8,
-                needs_review = $9, processed_at = $10, report = $11, automation = $12
-             WHERE id = $1 AND state = 'processing' AND claimed_by = $2",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(p.from_addr.as_deref())
-        .bind(p.from_name.as_deref())
-        .bind(p.subject.as_deref())
-        .bind(p.date_header.as_deref())
-        .bind(p.kind.as_text())
-        .bind(p.sender_unit.as_deref())
-        .bind(i32::from(p.needs_review))
-        .bind(now)
-        .bind(p.report.as_str())
-        .bind(automation)
-        .execute(&mut *tx)
-        .await?;
-        if held.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(None);
+        let mut out = Vec::with_capacity(group.len());
+        for (id, p, follow_up) in group {
+            out.push(finish_in(&mut tx, id, worker, now, p, follow_up).await?);
         }
-        for sql in [
-            "DELETE FROM attachment WHERE message = $1",
-            "DELETE FROM registration WHERE message = $1",
-            "DELETE FROM problem WHERE message = $1",
-        ] {
-            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-        }
-        let received_at: i64 = sqlx::query_scalar("SELECT received_at FROM message WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        insert_results(&mut tx, id, p, received_at).await?;
-        let finished = write_follow_up(&mut tx, follow_up, now).await?;
         tx.commit().await?;
-        Ok(Some(finished))
+        Ok(out)
     }
 
     /// Records a failure. A transient one is retried from `retry_at`; a
@@ -410,4 +435,53 @@ async fn write_follow_up(
         }
     }
     Ok(finished)
+}
+
+/// One message's results in `tx`, if `worker` still holds its claim.
+async fn finish_in(
+    tx: &mut sqlx::AnyConnection,
+    id: &str,
+    worker: &str,
+    now: i64,
+    p: &Processed,
+    follow_up: &FollowUp,
+) -> Result<Option<Finished>> {
+    let automation = serde_json::to_string(&p.automation).unwrap_or_else(|_| "{}".into());
+    let held = sqlx::query(
+        "UPDATE message SET state = 'done', claimed_by = NULL, claimed_until = NULL, last_error = NULL, retry_at = NULL,
+            from_addr = $3, from_name = $4, subject = $5, date_header = $6, kind = $7, sender_unit = $8,
+            needs_review = $9, processed_at = $10, report = $11, automation = $12
+         WHERE id = $1 AND state = 'processing' AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(p.from_addr.as_deref())
+    .bind(p.from_name.as_deref())
+    .bind(p.subject.as_deref())
+    .bind(p.date_header.as_deref())
+    .bind(p.kind.as_text())
+    .bind(p.sender_unit.as_deref())
+    .bind(i32::from(p.needs_review))
+    .bind(now)
+    .bind(p.report.as_str())
+    .bind(automation)
+    .execute(&mut *tx)
+    .await?;
+    if held.rows_affected() != 1 {
+        return Ok(None);
+    }
+    for sql in [
+        "DELETE FROM attachment WHERE message = $1",
+        "DELETE FROM registration WHERE message = $1",
+        "DELETE FROM problem WHERE message = $1",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+    }
+    let received_at: i64 = sqlx::query_scalar("SELECT received_at FROM message WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    insert_results(tx, id, p, received_at).await?;
+    let finished = write_follow_up(tx, follow_up, now).await?;
+    Ok(Some(finished))
 }

@@ -71,10 +71,7 @@ impl Store {
     ) -> Result<Recorded> {
         let messages: Vec<NewMessage<'_>> = items.iter().map(|(m, _)| m.clone()).collect();
         let entries: Vec<(&MailboxKey<'_>, &str)> = items.iter().map(|(m, k)| (k, m.id)).collect();
-        let _serial = match self.backend {
-            Backend::Sqlite => Some(self.batch_lock.lock().await),
-            Backend::Postgres => None,
-        };
+        let _serial = self.serial_writer().await;
         let mut tx = self.pool.begin().await?;
         let new_messages = insert_messages(&mut tx, self.backend, &messages).await?;
         let new_entries = insert_entries(&mut tx, self.backend, &entries, now).await?;

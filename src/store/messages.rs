@@ -260,16 +260,26 @@ impl Store {
         except: &str,
         until: i64,
     ) -> Result<std::collections::HashSet<String>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT r.unit_id FROM registration r JOIN message m ON m.id = r.message
-             WHERE r.unit_id IS NOT NULL AND m.state = 'done' AND m.sender_unit = r.unit_id
-               AND r.message <> $1 AND r.received_at <= $2",
-        )
-        .bind(except)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().filter(|u| units.contains(u)).collect())
+        // One indexed look per unit (a message names one or two), not a
+        // scan of every registration.
+        let mut own = std::collections::HashSet::new();
+        for unit in units {
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM registration r JOIN message m ON m.id = r.message
+                 WHERE r.unit_id = $1 AND m.sender_unit = $1 AND m.state = 'done'
+                   AND r.message <> $2 AND r.received_at <= $3
+                 LIMIT 1",
+            )
+            .bind(unit)
+            .bind(except)
+            .bind(until)
+            .fetch_optional(&self.pool)
+            .await?;
+            if found.is_some() {
+                own.insert(unit.clone());
+            }
+        }
+        Ok(own)
     }
 
     /// The texts of a message's problems, in order.

@@ -96,9 +96,10 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// Serialises this process's batch recordings on SQLite: two write
-    /// transactions racing for the file lock would otherwise meet SQLite's
-    /// busy handler, which sleeps for milliseconds at a time.
+    /// Serialises this process's writes on SQLite (batch recordings,
+    /// claims, results): two write transactions racing for the file lock
+    /// would otherwise meet SQLite's busy handler, which sleeps for
+    /// milliseconds at a time.
     batch_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -155,6 +156,15 @@ impl Store {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// On SQLite, the turn of this process's writer (see `batch_lock`);
+    /// PostgreSQL locks rows, not the file: no turn is needed.
+    pub(crate) async fn serial_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.batch_lock.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     /// Makes every committed transaction durable (SQLite: a WAL

@@ -141,14 +141,19 @@ pub fn read(
             pool,
             limits: child,
         } => {
-            let child = ocr.map_or(*child, |o| o.limits);
-            pool.read(
-                &child,
-                format,
-                bytes,
-                limits,
-                ocr.map(|o| o.models.as_path()),
-            )
+            // A PDF is read by an ordinary worker first: most have a text
+            // layer, and only a scanned one goes on to the OCR worker (whose
+            // models are loaded once; no reason to keep it for text).
+            if format == Format::Pdf && ocr.is_some() {
+                let read = pool.read(child, format, bytes, limits, None);
+                if !matches!(&read, Ok(e) if e.scanned) {
+                    return read;
+                }
+            }
+            match ocr {
+                Some(o) => pool.read(&o.limits, format, bytes, limits, Some(&o.models)),
+                None => pool.read(child, format, bytes, limits, None),
+            }
         }
     }
 }

@@ -16,8 +16,10 @@
 //!
 //! Workers come in classes: the address-space limit and the OCR models are
 //! fixed at start, so an OCR job (2 GiB, models loaded once and kept warm)
-//! never runs in a spreadsheet worker (1 GiB). At most `workers` processes
-//! live at once; a job that needs another class replaces an idle worker.
+//! never runs in a spreadsheet worker (1 GiB). Each class has at most
+//! `workers` processes, so that a scan now and then does not evict the warm
+//! spreadsheet readers (nor they the OCR worker and its loaded models);
+//! no more jobs run at once than messages are processed in parallel.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -109,8 +111,8 @@ pub struct Pool {
 #[derive(Default)]
 struct State {
     idle: Vec<Worker>,
-    /// Workers in existence: idle, busy, or being started.
-    live: usize,
+    /// Workers in existence per class: idle, busy, or being started.
+    live: Vec<(Class, usize)>,
     /// The process ids of the started ones.
     pids: Vec<u32>,
 }
@@ -239,25 +241,17 @@ impl Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle worker of `class`, a new one while there is room, else an
-    /// idle worker of another class replaced; else waits for one.
+    /// An idle worker of `class`, else a new one while the class has room;
+    /// else waits for one.
     fn checkout(&self, class: &Class) -> Result<Worker, ReadError> {
         let mut state = self.lock();
         loop {
             if let Some(i) = state.idle.iter().position(|w| w.class == *class) {
                 return Ok(state.idle.swap_remove(i));
             }
-            if state.live < self.size {
-                state.live += 1;
+            if state.live_of(class) < self.size {
+                state.count(class, 1);
                 drop(state);
-                return self.start(class);
-            }
-            if !state.idle.is_empty() {
-                let other = state.idle.remove(0);
-                let pid = other.child.id();
-                state.pids.retain(|&p| p != pid);
-                drop(state);
-                other.stop();
                 return self.start(class);
             }
             state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -273,7 +267,7 @@ impl Pool {
                 Ok(worker)
             }
             Err(e) => {
-                self.lock().live -= 1;
+                self.lock().count(class, -1);
                 self.freed.notify_all();
                 Err(ReadError::Damaged(format!("无法启动附件读取进程：{e}")))
             }
@@ -287,7 +281,7 @@ impl Pool {
             None
         } else {
             let mut state = self.lock();
-            state.live -= 1;
+            state.count(&worker.class, -1);
             let pid = worker.child.id();
             state.pids.retain(|&p| p != pid);
             Some(worker)
@@ -295,6 +289,22 @@ impl Pool {
         self.freed.notify_all();
         if let Some(w) = retired {
             w.stop();
+        }
+    }
+}
+
+impl State {
+    fn live_of(&self, class: &Class) -> usize {
+        self.live
+            .iter()
+            .find(|(c, _)| c == class)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn count(&mut self, class: &Class, delta: isize) {
+        match self.live.iter_mut().find(|(c, _)| c == class) {
+            Some((_, n)) => *n = n.saturating_add_signed(delta),
+            None => self.live.push((class.clone(), delta.max(0).unsigned_abs())),
         }
     }
 }
