@@ -7,10 +7,11 @@
 //!
 //! Criterion reports the time per message and, as `thrpt`, messages per
 //! second. At the end a summary table gives messages/second per format for
-//! both isolations (from a short second timing pass) and the peak resident
-//! memory: of this process (`VmHWM`), and of the largest sandbox child
-//! (`getrusage(RUSAGE_CHILDREN)`; the `__read` children start no processes
-//! of their own).
+//! both isolations (from a short second timing pass), how many times slower
+//! the pool is than in-process reading (target: within 2×), and the peak
+//! resident memory: of this process (`VmHWM`), and of the largest worker
+//! (`getrusage(RUSAGE_CHILDREN)` once the pool has ended them; workers
+//! start no processes of their own).
 //!
 //! The sandbox needs the release binary, which `cargo bench` does not build
 //! for a bench target:
@@ -228,7 +229,7 @@ fn pipelines() -> Vec<(&'static str, Pipeline)> {
     let child = Isolation::workers(binary(), ChildLimits::default(), Default::default());
     vec![
         (
-            "child",
+            "pool",
             Pipeline::new(
                 roster(),
                 DEFAULT_REQUIRED.to_vec(),
@@ -319,15 +320,28 @@ fn main() {
     criterion.final_summary();
 
     println!("\nmessages/second (each case parsed for about 0.5 s)");
-    println!("{:<14}{:>12}{:>14}", "format", "child", "in_process");
+    println!(
+        "{:<14}{:>12}{:>14}{:>16}",
+        "format", "pool", "in_process", "in_process/pool"
+    );
     for (format, raw) in &messages {
         let input = format!("{format}.eml");
         let rates: Vec<f64> = pipelines
             .iter()
             .map(|(_, p)| rate(p, &input, raw, Duration::from_millis(500)))
             .collect();
-        println!("{format:<14}{:>12.1}{:>14.1}", rates[0], rates[1]);
+        let slower = rates[1] / rates[0].max(f64::MIN_POSITIVE);
+        println!(
+            "{format:<14}{:>12.1}{:>14.1}{:>15.2}×{}",
+            rates[0],
+            rates[1],
+            slower,
+            if slower > 2.0 { "  (over 2×)" } else { "" }
+        );
     }
+    // The workers are waited for when the pool ends: only then do they
+    // count in RUSAGE_CHILDREN.
+    drop(pipelines);
     println!(
         "peak RSS: bench process (parent, incl. in-process reads) {:.1} MB; largest sandbox child {:.1} MB",
         own_peak_kb() as f64 / 1024.0,

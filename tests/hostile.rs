@@ -1548,6 +1548,73 @@ fn sandbox_worker_refuses_arguments_and_jobs_it_cannot_take() {
     );
 }
 
+/// A password-protected ODS (its manifest lists `encryption-data`, its
+/// content is ciphertext) is reported as encrypted, as xlsx, docx and PDF
+/// are, not as a text-encoding error.
+#[test]
+fn encrypted_ods_is_reported_as_encrypted() {
+    let s = Scratch::new();
+    let manifest = r#"<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml" manifest:size="4096"><manifest:encryption-data manifest:checksum-type="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0#sha256-1k" manifest:checksum="AAAA"><manifest:algorithm manifest:algorithm-name="http://www.w3.org/2001/04/xmlenc#aes256-cbc" manifest:initialisation-vector="AAAA"/><manifest:key-derivation manifest:key-derivation-name="PBKDF2" manifest:key-size="32" manifest:iteration-count="100000" manifest:salt="AAAA"/></manifest:encryption-data></manifest:file-entry></manifest:manifest>"#;
+    let ciphertext: Vec<u8> = (0..4096u32).map(|i| (i * 151 % 251) as u8 | 0x80).collect();
+    let ods = zip(&[
+        Entry::stored("mimetype", "application/vnd.oasis.opendocument.spreadsheet"),
+        Entry::stored("META-INF/manifest.xml", manifest),
+        Entry::stored("content.xml", ciphertext),
+    ]);
+    let report = s.parse_message(
+        "encrypted_ods",
+        None,
+        &[
+            good(),
+            Part::file(
+                "locked.ods",
+                "application/vnd.oasis.opendocument.spreadsheet",
+                &ods,
+            ),
+        ],
+    );
+    assert_unreadable(&report, "locked.ods", &["加密"]);
+    assert_good_form(&report);
+}
+
+/// An OOXML package whose parts lie at its root or are named with
+/// backslashes is still an OOXML package: `[Content_Types].xml` says so. It
+/// must not be taken for a plain zip whose XML is read as text.
+#[test]
+fn ooxml_is_known_by_its_content_types_not_its_folders() {
+    let s = Scratch::new();
+    let types = r#"<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/><Override PartName="/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/></Types>"#;
+    let at_root = zip(&[
+        Entry::stored("[Content_Types].xml", types),
+        Entry::stored("workbook.xml", "<workbook/>"),
+        Entry::stored(
+            "sheet1.xml",
+            "<worksheet><sheetData><row><c t=\"inlineStr\"><is><t>单位：桥头镇</t></is></c></row></sheetData></worksheet>",
+        ),
+    ]);
+    let backslashes = zip(&[
+        Entry::stored(
+            "[Content_Types].xml",
+            types.replace("/workbook.xml", "/xl/workbook.xml"),
+        ),
+        Entry::stored("xl\\workbook.xml", "<workbook/>"),
+    ]);
+    let report = s.parse_message(
+        "ooxml_layouts",
+        None,
+        &[
+            good(),
+            Part::file("root.zip", "application/zip", &at_root),
+            Part::file("slashes.zip", "application/zip", &backslashes),
+        ],
+    );
+    for name in ["root.zip", "slashes.zip"] {
+        let att = attachment(&report, name);
+        assert_eq!(att["format"], "xlsx", "{att:#}");
+    }
+    assert_good_form(&report);
+}
+
 // ---------------------------------------------------------------------------
 // The warm reader workers (parse::sandbox::pool), driven directly
 

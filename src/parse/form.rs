@@ -410,6 +410,12 @@ struct Layout {
     nodes: Vec<Node>,
     /// row → indices of nodes covering that row, sorted by column.
     rows: BTreeMap<u32, Vec<usize>>,
+    /// The anchors (分管领导, 信息员 …), for [`Layout::section_of`].
+    anchors: Vec<usize>,
+    /// [`Layout::column_header`] of each node once known: a body of
+    /// thousands of lines in one column would otherwise walk the column
+    /// up from every line (quadratic).
+    headers: std::cell::RefCell<Vec<Option<Option<usize>>>>,
 }
 
 impl Layout {
@@ -424,7 +430,16 @@ impl Layout {
         for list in rows.values_mut() {
             list.sort_by_key(|&i| nodes[i].col);
         }
-        Self { nodes, rows }
+        let anchors = (0..nodes.len())
+            .filter(|&i| matches!(nodes[i].label, Some(Label::Anchor { .. })))
+            .collect();
+        let headers = std::cell::RefCell::new(vec![None; nodes.len()]);
+        Self {
+            nodes,
+            rows,
+            anchors,
+            headers,
+        }
     }
 
     /// The nearest node left of `i` on its first row.
@@ -476,14 +491,25 @@ impl Layout {
 
     /// The first label above `i`, through values, if it heads a column.
     fn column_header(&self, i: usize) -> Option<usize> {
+        // Every value passed on the way up has the same answer: remember it.
+        let mut chain = Vec::new();
         let mut cur = i;
-        while let Some(j) = self.above(cur) {
-            if self.label(j).is_some() {
-                return self.is_header(j).then_some(j);
+        let found = loop {
+            if let Some(known) = self.headers.borrow()[cur] {
+                break known;
             }
-            cur = j;
+            chain.push(cur);
+            match self.above(cur) {
+                None => break None,
+                Some(j) if self.label(j).is_some() => break self.is_header(j).then_some(j),
+                Some(j) => cur = j,
+            }
+        };
+        let mut cache = self.headers.borrow_mut();
+        for c in chain {
+            cache[c] = Some(found);
         }
-        None
+        found
     }
 
     /// The first label left of `i`, through values.
@@ -503,9 +529,9 @@ impl Layout {
     /// part. Side-by-side parts resolve to the anchor on their own side.
     fn section_of(&self, i: usize) -> Section {
         let n = &self.nodes[i];
-        self.nodes
+        self.anchors
             .iter()
-            .filter(|a| matches!(a.label, Some(Label::Anchor { .. })))
+            .map(|&a| &self.nodes[a])
             .filter(|a| {
                 a.col <= n.col
                     && (a.row < n.row

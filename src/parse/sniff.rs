@@ -141,6 +141,27 @@ pub fn is_image(bytes: &[u8]) -> bool {
         || bytes.starts_with(b"BM")
 }
 
+/// [`sniff_cfb`] for a damaged compound file: the first stream name found
+/// among the directory entries' UTF-16LE names decides; none: the xls
+/// reader gives the clearer error.
+fn sniff_cfb_names(bytes: &[u8]) -> Format {
+    let utf16 = |name: &str| -> Vec<u8> {
+        name.encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .chain([0, 0])
+            .collect()
+    };
+    let window = bytes.len().min(16 * 1024 * 1024);
+    let has = |name: &str| find_within(bytes, &utf16(name), window);
+    if has("EncryptedPackage") {
+        Format::EncryptedOoxml
+    } else if has("WordDocument") {
+        Format::Doc
+    } else {
+        Format::Xls
+    }
+}
+
 fn find_within(bytes: &[u8], needle: &[u8], window: usize) -> bool {
     let end = bytes.len().min(window + needle.len());
     bytes[..end].windows(needle.len()).any(|w| w == needle)
@@ -148,8 +169,10 @@ fn find_within(bytes: &[u8], needle: &[u8], window: usize) -> bool {
 
 fn sniff_cfb(bytes: &[u8]) -> Format {
     let Ok(cfb) = cfb::CompoundFile::open(Cursor::new(bytes)) else {
-        // A damaged compound file: the xls reader gives the clearer error.
-        return Format::Xls;
+        // A compound file the strict parser refuses (a FAT longer than the
+        // file, as some writers leave it): its directory entries still name
+        // the streams, in UTF-16.
+        return sniff_cfb_names(bytes);
     };
     let has = |name: &str| cfb.is_stream(format!("/{name}"));
     if has("EncryptedPackage") {
@@ -164,15 +187,21 @@ fn sniff_cfb(bytes: &[u8]) -> Format {
 }
 
 fn sniff_zip(bytes: &[u8]) -> Format {
-    let Ok(archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
+    let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(bytes)) else {
         return Format::Zip;
     };
+    // Some writers store `xl\workbook.xml`: the separator is not the point.
     let names: Vec<String> = archive
         .file_names()
-        .filter_map(|n| n.ok().map(|n| n.into_owned()))
+        .filter_map(|n| n.ok().map(|n| n.replace('\\', "/")))
         .collect();
     let has = |name: &str| names.iter().any(|n| n == name);
     let has_prefix = |p: &str| names.iter().any(|n| n.starts_with(p));
+    // An OOXML package says what it is in `[Content_Types].xml`, whatever
+    // its parts are called and wherever they lie.
+    if let Some(format) = content_types(&mut archive) {
+        return format;
+    }
     if has_prefix("word/") {
         Format::Docx
     } else if has("xl/workbook.bin") {
@@ -185,6 +214,42 @@ fn sniff_zip(bytes: &[u8]) -> Format {
         Format::Ods
     } else {
         Format::Zip
+    }
+}
+
+/// The package's main content type from `[Content_Types].xml` (read up to
+/// 256 KiB), as a format.
+fn content_types(archive: &mut zip::ZipArchive<Cursor<&[u8]>>) -> Option<Format> {
+    use std::io::Read;
+    let index = archive
+        .file_names()
+        .position(|n| n.is_ok_and(|n| n.eq_ignore_ascii_case("[Content_Types].xml")))?;
+    let mut text = Vec::new();
+    archive
+        .by_index(index)
+        .ok()?
+        .take(256 * 1024)
+        .read_to_end(&mut text)
+        .ok()?;
+    let text = String::from_utf8_lossy(&text).to_ascii_lowercase();
+    if text.contains("sheet.binary.macroenabled.main")
+        || text.contains("spreadsheetml.sheet.binary")
+    {
+        Some(Format::Xlsb)
+    } else if text.contains("spreadsheetml.sheet.main+xml")
+        || text.contains("spreadsheetml.template.main+xml")
+        || text.contains("ms-excel.sheet.macroenabled.main+xml")
+        || text.contains("ms-excel.template.macroenabled.main+xml")
+    {
+        Some(Format::Xlsx)
+    } else if text.contains("wordprocessingml.document.main+xml")
+        || text.contains("wordprocessingml.template.main+xml")
+        || text.contains("ms-word.document.macroenabled.main+xml")
+        || text.contains("ms-word.template.macroenabledtemplate.main+xml")
+    {
+        Some(Format::Docx)
+    } else {
+        None
     }
 }
 
@@ -234,6 +299,18 @@ mod tests {
         assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.txt")), Format::Text);
         assert_eq!(sniff(&[0, 1, 2, 3, 0xff], Some("a.bin")), Format::Other);
         assert_eq!(sniff(b"{\\rtf1\\ansi x}", Some("a.doc")), Format::Rtf);
+    }
+
+    #[test]
+    fn a_damaged_compound_file_is_known_by_its_stream_names() {
+        let mut doc = vec![0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+        doc.resize(512, 0xFF); // a header the strict parser refuses
+        doc.extend("WordDocument".encode_utf16().flat_map(u16::to_le_bytes));
+        doc.extend([0, 0]);
+        assert_eq!(sniff(&doc, Some("a.xls")), Format::Doc);
+        let mut xls = doc[..512].to_vec();
+        xls.extend("Workbook".encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(sniff(&xls, None), Format::Xls);
     }
 
     #[test]

@@ -21,6 +21,9 @@ const MAX_SPACES: u32 = 8;
 /// Reads a `.ods` file.
 pub fn read(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
     let mut archive = open_archive(bytes, limits)?;
+    if is_encrypted(&mut archive, limits)? {
+        return Err(ReadError::Encrypted);
+    }
     let content = read_part(&mut archive, "content.xml", limits)?
         .ok_or_else(|| ReadError::Damaged("缺少 content.xml".into()))?;
     let grids = read_content(&content, &mut CellBudget::new(limits))?;
@@ -40,6 +43,18 @@ pub fn read(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
         meta,
         scanned: false,
     })
+}
+
+/// A password-protected ODF file keeps its parts encrypted; the manifest
+/// says so (`manifest:encryption-data` for `content.xml`).
+fn is_encrypted(
+    archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
+    limits: &ReadLimits,
+) -> Result<bool, ReadError> {
+    let manifest = read_part(archive, "META-INF/manifest.xml", limits)?.unwrap_or_default();
+    Ok(manifest
+        .windows(b"encryption-data".len())
+        .any(|w| w == b"encryption-data"))
 }
 
 /// A cell being read.

@@ -50,11 +50,22 @@ pub fn write_job(out: &mut impl Write, job: &Job, bytes: &[u8]) -> io::Result<()
         cpu_seconds: job.cpu_seconds,
     };
     let header = serde_json::to_vec(&header).map_err(io::Error::other)?;
-    out.write_all(&(header.len() as u32).to_le_bytes())?;
-    out.write_all(&header)?;
-    out.write_all(&(bytes.len() as u64).to_le_bytes())?;
+    // One write for the frame's head, and for a small attachment the whole
+    // frame: every write to the pipe may wake the worker.
+    let mut head = Vec::with_capacity(12 + header.len() + bytes.len().min(SMALL_BODY));
+    head.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    head.extend_from_slice(&header);
+    head.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    if bytes.len() <= SMALL_BODY {
+        head.extend_from_slice(bytes);
+        return out.write_all(&head);
+    }
+    out.write_all(&head)?;
     out.write_all(bytes)
 }
+
+/// Attachments up to this size are copied into the frame's one write.
+const SMALL_BODY: usize = 256 * 1024;
 
 /// A job that could not be taken: the worker says why and ends.
 #[derive(Debug)]
@@ -117,23 +128,69 @@ pub fn write_reply(out: &mut impl Write, reply: &Reply) -> io::Result<()> {
     out.flush()
 }
 
-/// The next answer: `Some(Ok(bytes))`, `Some(Err(len))` for one longer than
-/// `cap()` (not read), `None` when the pipe closed. The bound is asked for
-/// once the answer's length has arrived: it is the bound of the job that
-/// was sent meanwhile.
-pub fn read_reply(
-    input: &mut impl Read,
-    cap: impl Fn() -> usize,
-) -> Option<Result<Vec<u8>, usize>> {
+/// How waiting for an answer ended without one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoReply {
+    /// The deadline passed.
+    Timeout,
+    /// The answer announced this many bytes, more than allowed (not read).
+    TooLong(usize),
+    /// The pipe closed: the worker is gone.
+    Closed,
+}
+
+/// The next answer from a non-blocking pipe, waiting at most until
+/// `deadline` in all (a worker that writes half an answer and stops is
+/// caught by the deadline too).
+pub fn read_reply_until(
+    pipe: &mut (impl Read + std::os::fd::AsFd),
+    cap: usize,
+    deadline: std::time::Instant,
+) -> Result<Vec<u8>, NoReply> {
     let mut len = [0u8; 4];
-    input.read_exact(&mut len).ok()?;
+    fill_until(pipe, &mut len, deadline)?;
     let len = u32::from_le_bytes(len) as usize;
-    if len > cap() {
-        return Some(Err(len));
+    if len > cap {
+        return Err(NoReply::TooLong(len));
     }
     let mut body = vec![0u8; len];
-    input.read_exact(&mut body).ok()?;
-    Some(Ok(body))
+    fill_until(pipe, &mut body, deadline)?;
+    Ok(body)
+}
+
+fn fill_until(
+    pipe: &mut (impl Read + std::os::fd::AsFd),
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> Result<(), NoReply> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut filled = 0;
+    while filled < buf.len() {
+        match pipe.read(&mut buf[filled..]) {
+            Ok(0) => return Err(NoReply::Closed),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(NoReply::Timeout);
+                }
+                let timeout = Timespec {
+                    tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                };
+                let mut fds = [PollFd::new(&*pipe, PollFlags::IN)];
+                // Readable, closed or the deadline: the next read tells.
+                if let Err(e) = rustix::event::poll(&mut fds, Some(&timeout))
+                    && e != rustix::io::Errno::INTR
+                {
+                    return Err(NoReply::Closed);
+                }
+            }
+            Err(_) => return Err(NoReply::Closed),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -199,8 +256,20 @@ mod tests {
         ));
     }
 
+    /// A non-blocking pipe holding `bytes`, its writing end kept open or not.
+    fn pipe_with(
+        bytes: &[u8],
+        keep_open: bool,
+    ) -> (std::io::PipeReader, Option<std::io::PipeWriter>) {
+        let (reader, mut writer) = std::io::pipe().expect("pipe");
+        writer.write_all(bytes).expect("fill the pipe");
+        let flags = rustix::fs::fcntl_getfl(&reader).expect("flags");
+        rustix::fs::fcntl_setfl(&reader, flags | rustix::fs::OFlags::NONBLOCK).expect("nonblock");
+        (reader, keep_open.then_some(writer))
+    }
+
     #[test]
-    fn an_answer_past_the_bound_is_not_read() {
+    fn an_answer_is_read_within_its_bound_and_deadline() {
         let reply = Reply {
             result: Err(ReadError::Encrypted),
             retire: false,
@@ -208,11 +277,29 @@ mod tests {
         let mut wire = Vec::new();
         write_reply(&mut wire, &reply).expect("write");
         let len = wire.len() - 4;
-        assert!(matches!(
-            read_reply(&mut wire.as_slice(), || len),
-            Some(Ok(_))
-        ));
-        assert_eq!(read_reply(&mut wire.as_slice(), || len - 1), Some(Err(len)));
-        assert_eq!(read_reply(&mut &wire[..3], || len), None);
+        let soon = || std::time::Instant::now() + std::time::Duration::from_millis(100);
+
+        let (mut pipe, _w) = pipe_with(&wire, true);
+        assert_eq!(
+            read_reply_until(&mut pipe, len, soon()).map(|b| b.len()),
+            Ok(len)
+        );
+        let (mut pipe, _w) = pipe_with(&wire, true);
+        assert_eq!(
+            read_reply_until(&mut pipe, len - 1, soon()),
+            Err(NoReply::TooLong(len))
+        );
+        // Half an answer and silence: the deadline ends the wait.
+        let (mut pipe, _w) = pipe_with(&wire[..len / 2], true);
+        assert_eq!(
+            read_reply_until(&mut pipe, len, soon()),
+            Err(NoReply::Timeout)
+        );
+        // Half an answer and the worker gone.
+        let (mut pipe, _) = pipe_with(&wire[..3], false);
+        assert_eq!(
+            read_reply_until(&mut pipe, len, soon()),
+            Err(NoReply::Closed)
+        );
     }
 }

@@ -23,16 +23,15 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::frame::{self, Job, Reply};
+use super::frame::{self, Job, NoReply, Reply};
 use super::{ChildLimits, crash_error};
 use crate::parse::grid::{Extracted, ReadError, ReadLimits};
 use crate::parse::sniff::Format;
@@ -226,7 +225,11 @@ impl Pool {
             self.counters.recycled_jobs.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        if worker.peak_kb() / 1024 >= self.config.max_peak_mb {
+        // `/proc/PID/status` costs as much as a small job: looked at every
+        // few jobs (a worker's peak only grows).
+        if worker.jobs.is_multiple_of(PEAK_EVERY)
+            && worker.peak_kb() / 1024 >= self.config.max_peak_mb
+        {
             self.counters
                 .recycled_memory
                 .fetch_add(1, Ordering::Relaxed);
@@ -335,22 +338,22 @@ struct Death {
     own_limit: bool,
 }
 
-/// One answer frame as the reading thread hands it over.
-type Frame = Result<Vec<u8>, usize>;
-
 struct Worker {
     class: Class,
     child: Child,
     stdin: Option<ChildStdin>,
-    replies: Receiver<Frame>,
-    /// The output bound of the current job, for the reading thread.
-    cap: Arc<AtomicUsize>,
+    /// Non-blocking: answers are read by the job's own thread, against the
+    /// job's deadline.
+    stdout: Option<ChildStdout>,
     /// The end of what the worker wrote on stderr (a panic, an allocation
     /// failure), for the error of a worker that died.
     stderr: Arc<Mutex<Vec<u8>>>,
     threads: Vec<JoinHandle<()>>,
     jobs: u64,
 }
+
+/// Jobs between two looks at a worker's peak memory.
+const PEAK_EVERY: u64 = 8;
 
 /// Bytes of the worker's stderr kept.
 const STDERR_TAIL: usize = 4096;
@@ -370,22 +373,12 @@ impl Worker {
             .spawn()?;
         let stdin = child.stdin.take();
         let (stdout, stderr_pipe) = (child.stdout.take(), child.stderr.take());
-        let cap = Arc::new(AtomicUsize::new(0));
-        let (tx, replies) = mpsc::channel();
+        if let Some(out) = &stdout {
+            let flags = rustix::fs::fcntl_getfl(out)?;
+            rustix::fs::fcntl_setfl(out, flags | rustix::fs::OFlags::NONBLOCK)?;
+        }
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
-        if let Some(mut out) = stdout {
-            let cap = Arc::clone(&cap);
-            threads.push(std::thread::spawn(move || {
-                let bound = || cap.load(Ordering::Acquire);
-                while let Some(frame) = frame::read_reply(&mut out, bound) {
-                    let oversize = frame.is_err();
-                    if tx.send(frame).is_err() || oversize {
-                        break;
-                    }
-                }
-            }));
-        }
         if let Some(mut err) = stderr_pipe {
             let tail = Arc::clone(&stderr);
             threads.push(std::thread::spawn(move || {
@@ -405,8 +398,7 @@ impl Worker {
             class: class.clone(),
             child,
             stdin,
-            replies,
-            cap,
+            stdout,
             stderr,
             threads,
             jobs: 0,
@@ -431,50 +423,50 @@ impl Worker {
 
     fn run(&mut self, job: &Job, bytes: &[u8], limits: &ChildLimits) -> Ran {
         self.jobs += 1;
-        self.cap.store(limits.max_output_bytes, Ordering::Release);
         self.stderr
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+        let deadline = Instant::now() + Duration::from_secs(limits.timeout_seconds.max(1));
         let sent = match self.stdin.as_mut() {
             Some(stdin) => frame::write_job(stdin, job, bytes).and_then(|()| stdin.flush()),
             None => Err(std::io::ErrorKind::BrokenPipe.into()),
         };
-        let timeout = Duration::from_secs(limits.timeout_seconds.max(1));
-        let answer = match sent {
-            Ok(()) => self.replies.recv_timeout(timeout),
+        let answer = match (sent, self.stdout.as_mut()) {
+            (Ok(()), Some(out)) => frame::read_reply_until(out, limits.max_output_bytes, deadline),
             // The worker is gone: its end of the pipe closed.
-            Err(_) => Err(RecvTimeoutError::Disconnected),
+            _ => Err(NoReply::Closed),
         };
         match answer {
-            Ok(Ok(bytes)) => match serde_json::from_slice::<Reply>(&bytes) {
+            Ok(bytes) => match serde_json::from_slice::<Reply>(&bytes) {
                 Ok(reply) => Ran::Done(reply),
                 Err(e) => {
                     self.kill();
                     Ran::Stopped(ReadError::Damaged(format!("附件读取进程输出无法解析：{e}")))
                 }
             },
-            Ok(Err(_)) => {
+            Err(NoReply::TooLong(_)) => {
                 self.kill();
                 Ran::Stopped(ReadError::TooLarge(format!(
                     "读取结果超过输出上限 {} 字节",
                     limits.max_output_bytes
                 )))
             }
-            Err(RecvTimeoutError::Timeout) => {
+            Err(NoReply::Timeout) => {
                 self.kill();
                 Ran::Stopped(ReadError::TooLarge(format!(
                     "读取超时：超过 {} 秒仍未读完，已中止",
                     limits.timeout_seconds
                 )))
             }
-            Err(RecvTimeoutError::Disconnected) => Ran::Died(self.death(limits)),
+            Err(NoReply::Closed) => Ran::Died(self.death(limits)),
         }
     }
 
     /// Why the worker died, once it has.
     fn death(&mut self, limits: &ChildLimits) -> Death {
         self.stdin = None;
+        self.stdout = None;
         let status = self.child.wait();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -500,6 +492,7 @@ impl Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.stdin = None;
+        self.stdout = None;
     }
 
     /// Ends the worker: closing its stdin ends its loop; it is killed too,
