@@ -124,17 +124,23 @@ fn person(line: &str, hint: Option<Section>, before: usize) -> Option<String> {
     if pieces.len() < 2 {
         return None;
     }
-    let (name, title) = name_and_title(pieces[0])?;
+    let (name, mut title) = name_and_title(pieces[0])?;
     let mut fields: Vec<(&str, String)> = Vec::new();
+    let mut recognised = 0;
     for piece in &pieces[1..] {
         if let Some(field) = piece_field(piece) {
             fields.push(field);
+            recognised += 1;
+        } else if title.is_none() && is_title(piece) {
+            // `胡峰平，文秘，…`: the title as a piece of its own.
+            title = Some(piece.to_string());
+            recognised += 1;
         }
     }
     // Without a 分管领导/信息员 prefix, two recognised pieces are needed
     // before an ordinary sentence is taken for a person.
     let needed = if section.is_some() { 1 } else { 2 };
-    if fields.len() < needed {
+    if recognised < needed {
         return None;
     }
     let section = section.or(hint).unwrap_or_else(|| {
@@ -229,6 +235,16 @@ fn title_suffix(text: &str) -> Option<usize> {
         })
         .filter(|&at| (2..=4).contains(&text[..at].chars().count()))
         .max()
+}
+
+/// A short piece that ends with a title word (`文秘`, `党政办副主任`).
+fn is_title(piece: &str) -> bool {
+    piece.chars().count() <= 10
+        && labels::classify(piece).is_none()
+        && LEADER_TITLES
+            .iter()
+            .chain(OTHER_TITLES)
+            .any(|t| piece.ends_with(t))
 }
 
 fn is_leader_title(title: &str) -> bool {
@@ -353,6 +369,23 @@ mod tests {
         assert!(
             out.contains("信息员姓名：胡峰平\n手机：13857712669\n办公电话：67121554\n"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn a_name_and_a_title_alone() {
+        assert_eq!(
+            expand("分管领导：厉丹芳，副局长\n").as_deref(),
+            Some("分管领导姓名：厉丹芳\n职务：副局长\n")
+        );
+    }
+
+    #[test]
+    fn a_title_may_stand_as_a_piece_of_its_own() {
+        let out = expand("信息员：胡峰平，党政办文秘，男，手机13857712669\n").expect("a sentence");
+        assert_eq!(
+            out,
+            "信息员姓名：胡峰平\n职务：党政办文秘\n性别：男\n手机：13857712669\n"
         );
     }
 
