@@ -229,7 +229,10 @@ impl Pipeline {
                 warning.clone(),
             ));
         }
-        if parsed.kind == MessageKind::Submission {
+        // A bounce carries our mail, or a unit's, back: its files are listed
+        // with what they hold, and nothing of it is credited.
+        let bounce = parsed.kind == MessageKind::Bounce;
+        if parsed.kind == MessageKind::Submission || bounce {
             for part in &parsed.parts {
                 self.file(
                     &mut walk,
@@ -239,21 +242,12 @@ impl Pipeline {
                     0,
                 );
             }
+        }
+        if bounce {
+            walk.found.clear();
+        } else if parsed.kind == MessageKind::Submission {
             let subject = parsed.envelope.subject.as_deref().unwrap_or("");
             self.bodies(&mut walk, &parsed.bodies, quote::subject_forwards(subject));
-        } else if parsed.kind == MessageKind::Bounce {
-            // A bounce carries our mail, or a unit's, back: its files are
-            // listed with what they hold, and nothing is credited.
-            for part in &parsed.parts {
-                self.file(
-                    &mut walk,
-                    part.filename.clone(),
-                    Some(part.content_type.clone()),
-                    &part.bytes,
-                    0,
-                );
-            }
-            walk.found.clear();
         }
         self.finish(
             input,
