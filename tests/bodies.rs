@@ -91,6 +91,27 @@ fn a_leader_and_an_officer_typed_as_sentences() {
     assert_eq!(reg["unit_match"]["unit_id"], "mzj", "{report:#}");
 }
 
+/// The same sentences in an HTML-only body (webmail without a plain-text
+/// part).
+#[test]
+fn sentences_in_an_html_body() {
+    let html = "<html><body><div>单位：永嘉县民政局</div>\
+        <div>分管领导：厉丹芳（副局长），手机13957785650，分管宣传、统战、信息</div>\
+        <div>信息员：胡峰平（文秘），男，手机13857712669，电子邮箱hfp@yjmz.gov.cn</div></body></html>";
+    let raw = format!(
+        "From: hfp@yj.gov.cn\r\nTo: xxdc2004@163.com\r\nSubject: =?UTF-8?B?{}?=\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{html}",
+        b64("登记".as_bytes())
+    );
+    let report = parse(raw.as_bytes(), None);
+    let reg = only_registration(&report);
+    assert_eq!(reg["leader"]["name"], "厉丹芳");
+    assert_eq!(reg["leader"]["title"], "副局长");
+    assert_eq!(reg["leader"]["duties"], "宣传、统战、信息");
+    assert_eq!(reg["officer"]["name"], "胡峰平");
+    assert_eq!(reg["officer"]["email"], "hfp@yjmz.gov.cn");
+}
+
 /// The answer above, the office's notice quoted below (Outlook style): only
 /// the answer is read, and the notice's contact numbers are nobody's.
 #[test]

@@ -279,11 +279,10 @@ impl Pipeline {
             if forms.is_empty()
                 && let Some(html) = body.html.as_deref()
             {
-                forms = forms_of(&crate::parse::readers::html::read_own(
-                    html,
-                    &self.limits.read,
-                    forwarded,
-                ));
+                let mut read =
+                    crate::parse::readers::html::read_own(html, &self.limits.read, forwarded);
+                self.expand_sentences(&mut read);
+                forms = forms_of(&read);
             }
             for form in forms {
                 let duplicate = walk.found.iter().any(|f| same_people(&f.form, &form));
@@ -296,6 +295,18 @@ impl Pipeline {
                     });
                 }
             }
+        }
+    }
+
+    /// Free sentences in the lines outside an HTML body's tables (the
+    /// `text` grid, one cell a line), as in a plain-text body.
+    fn expand_sentences(&self, read: &mut Extracted) {
+        let Some(grid) = read.grids.iter_mut().find(|g| g.name == "text") else {
+            return;
+        };
+        let lines: Vec<&str> = grid.cells.iter().map(|c| c.text.as_str()).collect();
+        if let Some(text) = crate::parse::sentence::expand(&lines.join("\n")) {
+            *grid = crate::parse::readers::text::lines_grid("text", &text, &self.limits.read);
         }
     }
 
