@@ -41,10 +41,15 @@ fn parse(raw: &[u8], config: Option<&str>) -> Value {
 }
 
 fn mail(subject: &str, body: &str) -> Vec<u8> {
+    mail_of(subject, "text/plain", body)
+}
+
+/// A one-part mail from a unit, its body of `content_type` in UTF-8.
+fn mail_of(subject: &str, content_type: &str, body: &str) -> Vec<u8> {
     format!(
         "From: hfp@yj.gov.cn\r\nTo: xxdc2004@163.com\r\nSubject: =?UTF-8?B?{}?=\r\n\
          Date: Tue, 15 May 2007 10:00:00 +0800\r\nMessage-ID: <t@yj.gov.cn>\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
+         Content-Type: {content_type}; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
         b64(subject.as_bytes()),
         body.replace('\n', "\r\n")
     )
@@ -98,12 +103,7 @@ fn sentences_in_an_html_body() {
     let html = "<html><body><div>单位：永嘉县民政局</div>\
         <div>分管领导：厉丹芳（副局长），手机13957785650，分管宣传、统战、信息</div>\
         <div>信息员：胡峰平（文秘），男，手机13857712669，电子邮箱hfp@yjmz.gov.cn</div></body></html>";
-    let raw = format!(
-        "From: hfp@yj.gov.cn\r\nTo: xxdc2004@163.com\r\nSubject: =?UTF-8?B?{}?=\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{html}",
-        b64("登记".as_bytes())
-    );
-    let report = parse(raw.as_bytes(), None);
+    let report = parse(&mail_of("登记", "text/html", html), None);
     let reg = only_registration(&report);
     assert_eq!(reg["leader"]["name"], "厉丹芳");
     assert_eq!(reg["leader"]["title"], "副局长");
@@ -181,12 +181,7 @@ fn html_cells_keep_every_line_and_the_quote_is_left_out() {
         </table><div>------------------&nbsp;原始邮件&nbsp;------------------</div>\
         <div>发件人: xxdc2004@163.com</div><table><tr><td>信息员姓名</td><td>陈立</td></tr></table>\
         <blockquote><p>信息员姓名：王五</p></blockquote></body></html>";
-    let raw = format!(
-        "From: hfp@yj.gov.cn\r\nTo: xxdc2004@163.com\r\nSubject: =?UTF-8?B?{}?=\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{html}",
-        b64("回复：登记表".as_bytes())
-    );
-    let report = parse(raw.as_bytes(), None);
+    let report = parse(&mail_of("回复：登记表", "text/html", html), None);
     let reg = only_registration(&report);
     assert_eq!(reg["officer"]["name"], "胡峰平");
     assert_eq!(

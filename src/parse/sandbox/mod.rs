@@ -28,15 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::parse::grid::{Extracted, ReadError, ReadLimits};
 use crate::parse::sniff::Format;
 
-/// The read limits as the parent passes them: a JSON object with every key
-/// of [`ReadLimits`] and no other. A missing key is refused, not defaulted.
-pub fn limits_from_arg(text: &str) -> Result<ReadLimits, String> {
-    let given: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("读取上限不是有效的 JSON（{e}）"))?;
-    limits_from_value(given)
-}
-
-/// [`limits_from_arg`] of a JSON value already parsed.
+/// The read limits as a job carries them: a JSON object with every key of
+/// [`ReadLimits`] and no other. A missing key is refused, not defaulted.
 pub fn limits_from_value(given: serde_json::Value) -> Result<ReadLimits, String> {
     let all = serde_json::to_value(ReadLimits::default()).unwrap_or_default();
     let (Some(given_keys), Some(all_keys)) = (given.as_object(), all.as_object()) else {
@@ -209,6 +202,13 @@ fn crash_error(status: std::process::ExitStatus, stderr: &str, limits: &ChildLim
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limits as a job's header text carries them.
+    fn limits_from_arg(text: &str) -> Result<ReadLimits, String> {
+        let given: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("读取上限不是有效的 JSON（{e}）"))?;
+        limits_from_value(given)
+    }
 
     #[test]
     fn limits_argument_must_carry_every_key() {
