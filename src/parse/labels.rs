@@ -315,12 +315,50 @@ pub fn normalize(text: &str) -> String {
     while let Some(stripped) = s.strip_suffix([':', '：', '︰', '.']) {
         s = stripped.to_string();
     }
+    if let Some(rest) = strip_enumerator(&s) {
+        s = rest.to_string();
+    }
     // A speck a fax or scan leaves inside a Chinese label (`单.位`, read by
     // OCR); labels with letters or digits (`e.mail`) keep their dots.
     if !s.chars().any(|c| c.is_ascii_alphanumeric()) {
         s.retain(|c| c != '.');
     }
     s
+}
+
+/// A heading's number taken off (`一、分管领导`, `(二)信息员`, `2.信息员`,
+/// `第一部分`), when something follows it.
+fn strip_enumerator(s: &str) -> Option<&str> {
+    let numeral = |c: char| "一二三四五六七八九十".contains(c) || c.is_ascii_digit();
+    let rest = if let Some(inner) = s.strip_prefix('(') {
+        let close = inner.find(')')?;
+        (close > 0 && inner[..close].chars().all(numeral)).then(|| &inner[close + 1..])?
+    } else if let Some(inner) = s.strip_prefix('第') {
+        let end = inner.find(|c: char| !numeral(c))?;
+        ["部分", "项", "、"]
+            .iter()
+            .find_map(|w| inner[end..].strip_prefix(w))
+            .filter(|_| end > 0)?
+    } else {
+        let end = s.find(|c: char| !numeral(c))?;
+        if end == 0 {
+            return None;
+        }
+        let rest = &s[end..];
+        let sep = rest.chars().next()?;
+        // `1.` only before a Chinese heading: `1.5` is a number.
+        let chinese_next = rest[sep.len_utf8()..]
+            .chars()
+            .next()
+            .is_some_and(|c| !c.is_ascii());
+        if sep == '、' || (matches!(sep, '.' | '．') && chinese_next) {
+            &rest[sep.len_utf8()..]
+        } else {
+            return None;
+        }
+    };
+    let rest = rest.trim_start_matches(['、', '.', '．']);
+    (!rest.is_empty()).then_some(rest)
 }
 
 /// Classifies a cell's whole text as a label, or `None` for a value.
@@ -418,6 +456,28 @@ pub fn field_for(key: Key, section: Section) -> Option<Field> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbered_headings_are_their_labels() {
+        for (text, section) in [
+            ("一、分管政务信息领导", Section::Leader),
+            ("二、信息员", Section::Officer),
+            ("（二）信息员情况", Section::Officer),
+            ("2.信息员", Section::Officer),
+            ("1、分管领导", Section::Leader),
+        ] {
+            assert_eq!(
+                classify(text),
+                Some(Label::Anchor {
+                    section,
+                    named: false
+                }),
+                "{text}"
+            );
+        }
+        assert_eq!(classify("1.5"), None);
+        assert_eq!(classify("一、"), None);
+    }
 
     #[test]
     fn padded_full_width_and_colon_labels() {

@@ -5,8 +5,10 @@
 //! Nothing here writes anywhere or touches the store: the same code is the
 //! dry run and the service's processing.
 
+pub mod compound;
 pub mod container;
 pub mod form;
+pub mod fuzzing;
 pub mod grid;
 pub mod labels;
 pub mod matching;

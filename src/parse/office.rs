@@ -2,6 +2,8 @@
 //! which appear in every quoted notice, in forms a unit filled in over the
 //! office's example, and in signatures: they are never a unit's values.
 
+use unicode_normalization::UnicodeNormalization;
+
 /// Digits a phone number must have to be compared (a local number).
 const MIN_PHONE_DIGITS: usize = 7;
 
@@ -51,6 +53,10 @@ impl OfficeContacts {
     /// Whether `value` is (or carries) one of the office's addresses or
     /// numbers; a number matches with or without its area code.
     pub fn is_office(&self, value: &str) -> bool {
+        // Full-width writing (`xxdc2004＠163．com`, `６７２２１５３１`) is
+        // the same address or number.
+        let value: String = value.nfkc().collect();
+        let value = value.as_str();
         let lower = value.to_lowercase();
         if self.emails.iter().any(|e| lower.contains(e.as_str())) {
             return true;
@@ -106,6 +112,8 @@ mod tests {
 
     #[test]
     fn the_office_is_recognised_in_any_writing() {
+        assert!(office().is_office("XXDC2004＠163．COM"));
+        assert!(office().is_office("０５７７－６７２２１５３１"));
         let o = office();
         for value in [
             "xxdc2004@163.com",

@@ -9,11 +9,13 @@
 //! (`crate::parse::normalize`) → unit (`crate::parse::matching`). Nothing here writes
 //! anywhere.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 use crate::parse::container::{self, ZipLimits};
 use crate::parse::form::{self, RawForm};
-use crate::parse::grid::{Extracted, Meta, ReadError, ReadLimits};
+use crate::parse::grid::{Cell, Extracted, Grid, Meta, ReadError, ReadLimits};
 use crate::parse::matching::{Context, Matcher};
 use crate::parse::message::{self, Automation, Envelope, MessageKind, MessageLimits};
 use crate::parse::normalize;
@@ -270,19 +272,17 @@ impl Pipeline {
                 {
                     own.push_str(&quoted.text);
                 }
-                let own = crate::parse::sentence::expand(&own).unwrap_or(own);
-                forms = forms_of(&crate::parse::readers::text::read_str(
-                    &own,
-                    &self.limits.read,
-                ));
+                forms = self.forms_of(&self.read_body(walk, Format::BodyText, &own));
             }
             if forms.is_empty()
                 && let Some(html) = body.html.as_deref()
             {
-                let mut read =
-                    crate::parse::readers::html::read_own(html, &self.limits.read, forwarded);
-                self.expand_sentences(&mut read);
-                forms = forms_of(&read);
+                let format = if forwarded {
+                    Format::BodyHtmlForward
+                } else {
+                    Format::BodyHtml
+                };
+                forms = self.forms_of(&self.read_body(walk, format, html));
             }
             for form in forms {
                 let duplicate = walk.found.iter().any(|f| same_people(&f.form, &form));
@@ -298,16 +298,31 @@ impl Pipeline {
         }
     }
 
-    /// Free sentences in the lines outside an HTML body's tables (the
-    /// `text` grid, one cell a line), as in a plain-text body.
-    fn expand_sentences(&self, read: &mut Extracted) {
-        let Some(grid) = read.grids.iter_mut().find(|g| g.name == "text") else {
-            return;
-        };
-        let lines: Vec<&str> = grid.cells.iter().map(|c| c.text.as_str()).collect();
-        if let Some(text) = crate::parse::sentence::expand(&lines.join("\n")) {
-            *grid = crate::parse::readers::text::lines_grid("text", &text, &self.limits.read);
+    /// Reads a body's text to grids the way a file is read: in a worker,
+    /// under the same time, memory and cell limits. A body that cannot be
+    /// read (a limit) is a problem of the message and gives no form.
+    fn read_body(&self, walk: &mut Walk, format: Format, text: &str) -> Extracted {
+        match sandbox::read(
+            &self.isolation,
+            format,
+            text.as_bytes(),
+            &self.limits.read,
+            None,
+        ) {
+            Ok(read) => read,
+            Err(err) => {
+                walk.problems.push(Problem::new(
+                    None,
+                    Code::UnreadableAttachment,
+                    format!("邮件正文无法读取：{err}"),
+                ));
+                Extracted::default()
+            }
         }
+    }
+
+    fn forms_of(&self, extracted: &Extracted) -> Vec<RawForm> {
+        forms_of(extracted, &self.limits.read)
     }
 
     /// Whether the text below a quote marker is read: a forward is (a
@@ -473,7 +488,7 @@ impl Pipeline {
     ) {
         att.meta = extracted.meta.clone();
         let shown = filename.clone().unwrap_or_else(|| "（未命名附件）".into());
-        let forms = forms_of(&extracted);
+        let forms = self.forms_of(&extracted);
         if extracted.scanned {
             att.outcome = Outcome::Scanned;
             walk.scanned = true;
@@ -611,8 +626,45 @@ impl Pipeline {
 
 /// The forms of a read file: forms carrying people, with the unit fields
 /// of unit-only fragments (a `填报单位：X` line above a table) filled in.
-fn forms_of(extracted: &Extracted) -> Vec<RawForm> {
-    let all: Vec<RawForm> = extracted.grids.iter().flat_map(form::extract).collect();
+/// The grids with free person sentences rewritten (`parse::sentence`): a
+/// grid of lines (a body, a column of cells) gets them in place; in a
+/// table, the cells that hold one are taken out into a grid of their own.
+fn with_sentences<'a>(grids: &'a [Grid], limits: &ReadLimits) -> Vec<Cow<'a, Grid>> {
+    let mut out = Vec::with_capacity(grids.len());
+    for grid in grids {
+        let mut order: Vec<&Cell> = grid.cells.iter().collect();
+        order.sort_by_key(|c| (c.row, c.col));
+        let texts: Vec<&str> = order.iter().map(|c| c.text.as_str()).collect();
+        let Some(rewritten) = crate::parse::sentence::expand_cells(&texts) else {
+            out.push(Cow::Borrowed(grid));
+            continue;
+        };
+        let lines_only = order.windows(2).all(|w| w[0].row != w[1].row);
+        let mut moved = String::new();
+        let mut kept = Grid::new(grid.name.clone());
+        for (cell, new) in order.iter().zip(&rewritten) {
+            match new {
+                Some(text) => moved.push_str(text),
+                None if lines_only => {
+                    moved.push_str(&cell.text);
+                    moved.push('\n');
+                }
+                None => kept.cells.push((*cell).clone()),
+            }
+        }
+        if !kept.cells.is_empty() {
+            out.push(Cow::Owned(kept));
+        }
+        out.push(Cow::Owned(crate::parse::readers::text::lines_grid(
+            &grid.name, &moved, limits,
+        )));
+    }
+    out
+}
+
+fn forms_of(extracted: &Extracted, limits: &ReadLimits) -> Vec<RawForm> {
+    let grids = with_sentences(&extracted.grids, limits);
+    let all: Vec<RawForm> = grids.iter().flat_map(|g| form::extract(g)).collect();
     let (mut people, unit_only): (Vec<RawForm>, Vec<RawForm>) =
         all.into_iter().partition(RawForm::has_person);
     for p in &mut people {

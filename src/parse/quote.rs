@@ -44,14 +44,18 @@ const HEADER_LINES: usize = 8;
 /// left out) and the quoted or forwarded message below it.
 pub fn split(text: &str) -> (String, Option<Quoted>) {
     let mut own = String::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some(kind) = marker(line) {
-            let rest: Vec<&str> = lines.collect();
+    let all: Vec<&str> = text.lines().collect();
+    let mut lines = all.iter().copied().enumerate();
+    while let Some((i, line)) = lines.next() {
+        let kind = marker(line).or_else(|| header_block(&all[i..]).then_some(QuoteKind::Original));
+        if let Some(kind) = kind {
+            // A header block's own first line is part of the quote.
+            let from_here = kind == QuoteKind::Original && header_value(line, FROM).is_some();
+            let rest: Vec<&str> = all[if from_here { i } else { i + 1 }..].to_vec();
             let from = rest
                 .iter()
                 .take(HEADER_LINES)
-                .find_map(|l| header_value(l, &["发件人", "From", "寄件者", "發件人"]));
+                .find_map(|l| header_value(l, FROM));
             return (
                 own,
                 Some(Quoted {
@@ -140,6 +144,43 @@ pub fn marker(line: &str) -> Option<QuoteKind> {
     None
 }
 
+/// The names of a quoted message's sender line.
+const FROM: &[&str] = &["发件人", "From", "寄件者", "發件人"];
+/// The names of a quoted message's date line.
+const SENT: &[&str] = &[
+    "发送时间",
+    "Sent",
+    "日期",
+    "Date",
+    "時間",
+    "发送日期",
+    "寄件日期",
+];
+
+/// Whether `lines` start the header block Outlook puts above a quoted or
+/// forwarded message without any marker of its own (2010 and later: an
+/// optional rule of underscores, then `发件人:`/`From:` and, within the
+/// next few lines, `发送时间:`/`Sent:`). Outlook writes it for replies and
+/// forwards alike (an [`QuoteKind::Original`]).
+pub fn header_block(lines: &[&str]) -> bool {
+    let mut rest = lines;
+    let is_rule = |l: &str| {
+        let t = l.trim();
+        t.chars().count() >= 10 && t.chars().all(|c| c == '_' || c == '-' || c == '—')
+    };
+    if rest.first().is_some_and(|l| is_rule(l)) {
+        rest = &rest[1..];
+    }
+    let Some(first) = rest.first() else {
+        return false;
+    };
+    header_value(first, FROM).is_some()
+        && rest[1..]
+            .iter()
+            .take(4)
+            .any(|l| header_value(l, SENT).is_some())
+}
+
 /// The value of a `Name: value` header line among `names`.
 fn header_value(line: &str, names: &[&str]) -> Option<String> {
     let t = line.trim().trim_start_matches(['*', '>', ' ']);
@@ -209,6 +250,26 @@ mod tests {
             Some("\"信息督查科\" <xxdc2004@163.com>")
         );
         assert!(quoted.text.contains("0577-67221531"));
+    }
+
+    #[test]
+    fn outlook_header_blocks_start_a_quote() {
+        for text in [
+            "单位：桥头镇\n\n________________________________\n发件人: 信息督查科 [mailto:xxdc2004@163.com]\n发送时间: 2007年5月14日 10:00\n主题: 通知\n\n单位：永嘉县××局\n",
+            "单位：桥头镇\n\nFrom: xxdc2004@163.com\nSent: Monday, May 14, 2007 10:00 AM\nTo: a@b.cn\n单位：永嘉县××局\n",
+        ] {
+            let (own, quoted) = split(text);
+            assert_eq!(own.trim(), "单位：桥头镇", "{text}");
+            let quoted = quoted.expect("a quote");
+            assert_eq!(quoted.kind, QuoteKind::Original);
+            assert!(quoted.from.expect("from").contains("xxdc2004@163.com"));
+            assert!(quoted.text.contains("永嘉县××局"));
+        }
+        // A form's own 发件人 line without a date under it is not a quote.
+        assert!(!header_block(&[
+            "发件人：桥头镇党政办",
+            "手机：13957785650"
+        ]));
     }
 
     #[test]

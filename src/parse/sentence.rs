@@ -71,26 +71,51 @@ const PARTY_VALUES: &[&str] = &[
 
 /// Rewrites the free person sentences of a body; `None` when there is none.
 pub fn expand(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let rewritten = expand_cells(&lines)?;
     let mut out = String::with_capacity(text.len() + 64);
-    let mut changed = false;
-    let mut people = 0;
-    let mut hint: Option<Section> = None;
-    for line in text.lines() {
-        match person(line, hint, people) {
-            Some(lines) => {
-                out.push_str(&lines);
-                changed = true;
-                people += 1;
-                hint = None;
-            }
+    for (line, new) in lines.iter().zip(rewritten) {
+        match new {
+            Some(new) => out.push_str(&new),
             None => {
-                // A line that only names the part (`信息员：`, `我局信息员如下`)
-                // says whose the next sentence is.
-                hint = section_named(line).or(hint);
                 out.push_str(line);
                 out.push('\n');
             }
         }
+    }
+    Some(out)
+}
+
+/// The person sentences among a table's cells (their texts in reading
+/// order; a cell may hold several lines): for each cell, its text with the
+/// sentences rewritten as `label：value` lines, or None for a cell without
+/// one; `None` when no cell has one. A cell that only names the part
+/// (`信息员：`) says whose the next cell's sentence is, as a line does.
+pub fn expand_cells(cells: &[&str]) -> Option<Vec<Option<String>>> {
+    let mut out = Vec::with_capacity(cells.len());
+    let mut changed = false;
+    let mut people = 0;
+    let mut hint: Option<Section> = None;
+    for cell in cells {
+        let mut text = String::new();
+        let mut found = false;
+        for line in cell.lines() {
+            match person(line, hint, people) {
+                Some(lines) => {
+                    text.push_str(&lines);
+                    found = true;
+                    people += 1;
+                    hint = None;
+                }
+                None => {
+                    hint = section_named(line).or(hint);
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        changed |= found;
+        out.push(found.then_some(text));
     }
     changed.then_some(out)
 }
@@ -269,6 +294,11 @@ fn piece_field(piece: &str) -> Option<(&'static str, String)> {
             && !rest.is_empty()
             && labels::classify(p).is_none()
         {
+            // `分管工作：办公室、文秘`: the label's own 工作 goes with it.
+            let rest = rest
+                .strip_prefix("工作")
+                .filter(|r| r.starts_with(['：', ':']))
+                .unwrap_or(rest);
             let rest = rest.trim_start_matches(['：', ':']).trim();
             let rest = rest
                 .strip_suffix("工作")

@@ -35,6 +35,16 @@ pub enum Format {
     Message,
     Text,
     Other,
+    /// A message's plain-text body, already decoded and cut at its quote
+    /// (UTF-8). Never sniffed: the pipeline sends bodies to a worker as
+    /// this, so that reading them runs under the same limits as files.
+    BodyText,
+    /// A message's HTML body (UTF-8): its own part only, a reply's quote
+    /// left out. Never sniffed.
+    BodyHtml,
+    /// A forwarded message's HTML body (UTF-8): the forwarded text is read
+    /// too. Never sniffed.
+    BodyHtmlForward,
 }
 
 impl Format {
@@ -50,7 +60,7 @@ impl Format {
             Format::Pdf => "pdf",
             Format::Image => "image",
             Format::Zip => "zip",
-            Format::Text => "text",
+            Format::Text | Format::BodyText | Format::BodyHtml | Format::BodyHtmlForward => "text",
             Format::Message | Format::Other => "other",
         }
     }
@@ -72,6 +82,9 @@ impl Format {
             Format::Message => "message",
             Format::Text => "text",
             Format::Other => "other",
+            Format::BodyText => "body-text",
+            Format::BodyHtml => "body-html",
+            Format::BodyHtmlForward => "body-html-forward",
         }
     }
 
@@ -91,6 +104,9 @@ impl Format {
             Format::Message,
             Format::Text,
             Format::Other,
+            Format::BodyText,
+            Format::BodyHtml,
+            Format::BodyHtmlForward,
         ]
         .into_iter()
         .find(|f| f.as_arg() == s)
@@ -168,10 +184,9 @@ fn find_within(bytes: &[u8], needle: &[u8], window: usize) -> bool {
 }
 
 fn sniff_cfb(bytes: &[u8]) -> Format {
-    let Ok(cfb) = cfb::CompoundFile::open(Cursor::new(bytes)) else {
-        // A compound file the strict parser refuses (a FAT longer than the
-        // file, as some writers leave it): its directory entries still name
-        // the streams, in UTF-16.
+    let Ok(cfb) = crate::parse::compound::open(bytes) else {
+        // A compound file even the lenient opening refuses: its directory
+        // entries still name the streams, in UTF-16.
         return sniff_cfb_names(bytes);
     };
     let has = |name: &str| cfb.is_stream(format!("/{name}"));

@@ -949,7 +949,8 @@ fn content_type_of(bytes: &[u8], name: Option<&str>) -> &'static str {
         Format::Image if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") => "image/tiff",
         Format::Zip => "application/zip",
         Format::Message => "message/rfc822",
-        Format::Text => "text/plain; charset=utf-8",
+        Format::Text | Format::BodyText => "text/plain; charset=utf-8",
+        Format::BodyHtml | Format::BodyHtmlForward => "text/html; charset=utf-8",
         Format::Image | Format::Other => "application/octet-stream",
     }
 }

@@ -19,7 +19,7 @@
 //! malformed input ends in [`ReadError::Damaged`], never a panic.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Cursor, Read};
+use std::io::Read;
 use std::rc::Rc;
 
 use super::word_table::{CellDef, RowDef, TableBuilder};
@@ -139,16 +139,9 @@ impl Streams {
     fn open(bytes: &[u8], limits: &ReadLimits) -> Result<Self, ReadError> {
         // The compound-file crate is third-party code fed hostile bytes; a
         // panic inside it must still become a clean error.
-        let opened = std::panic::catch_unwind(|| cfb::CompoundFile::open(Cursor::new(bytes)));
-        let mut cf = match opened {
-            Ok(Ok(cf)) => cf,
-            Ok(Err(e)) => {
-                return Err(ReadError::Damaged(format!(
-                    "不是有效的 Word 文档（复合文档无法打开：{e}）"
-                )));
-            }
-            Err(_) => return Err(damaged("compound file header")),
-        };
+        let mut cf = crate::parse::compound::open(bytes).map_err(|e| {
+            ReadError::Damaged(format!("不是有效的 Word 文档（复合文档无法打开：{e}）"))
+        })?;
         let mut budget = limits.max_total_bytes;
         let word = match read_stream(&mut cf, "WordDocument", bytes.len(), limits, &mut budget)? {
             Some(w) => w,
@@ -190,7 +183,7 @@ impl Streams {
 }
 
 fn read_stream(
-    cf: &mut cfb::CompoundFile<Cursor<&[u8]>>,
+    cf: &mut crate::parse::compound::Compound<'_>,
     name: &str,
     file_len: usize,
     limits: &ReadLimits,
@@ -1163,7 +1156,7 @@ mod tests {
     }
 
     fn compound(streams: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut cf = cfb::CompoundFile::create(Cursor::new(Vec::new())).expect("create");
+        let mut cf = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new())).expect("create");
         for (name, data) in streams {
             let mut s = cf.create_stream(name).expect("stream");
             std::io::Write::write_all(&mut s, data).expect("write");

@@ -220,6 +220,29 @@ fn is_block(name: &str) -> bool {
     )
 }
 
+/// The element a mail client puts a reply's or forward's quoted message
+/// under (its header block included): Outlook's rule above `发件人:`
+/// (`border-top:solid #B5C4DF` in 2007/2010, `#E1E1E1` later), Outlook on
+/// the web's `divRplyFwdMsg` and `appendonsend`, Gmail's `gmail_quote`,
+/// Yahoo's `yahoo_quoted`.
+fn starts_quote(element: &scraper::node::Element) -> bool {
+    let id = element.attr("id").unwrap_or("");
+    let class = element.attr("class").unwrap_or("");
+    let style: String = element
+        .attr("style")
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    matches!(id, "divRplyFwdMsg" | "appendonsend")
+        || class
+            .split_whitespace()
+            .any(|c| matches!(c, "gmail_quote" | "yahoo_quoted" | "OutlookMessageHeader"))
+        || style.contains("border-top:solid#b5c4df")
+        || style.contains("border-top:solid#e1e1e1")
+}
+
 /// Subtrees that are never displayed text.
 fn is_hidden(name: &str) -> bool {
     matches!(
@@ -241,6 +264,8 @@ struct Walk<'b> {
     quotes: Option<bool>,
     /// Bytes of `body` already looked at for a quote marker.
     checked: usize,
+    /// An element that holds a quoted message's headers was met.
+    quote_block: bool,
 }
 
 impl<'b> Walk<'b> {
@@ -254,6 +279,7 @@ impl<'b> Walk<'b> {
             budget,
             quotes: None,
             checked: 0,
+            quote_block: false,
         }
     }
 
@@ -263,6 +289,9 @@ impl<'b> Walk<'b> {
         let Some(forwarded) = self.quotes else {
             return false;
         };
+        if self.quote_block {
+            return true;
+        }
         while let Some(end) = self.body[self.checked..].find('\n') {
             let start = self.checked;
             self.checked += end + 1;
@@ -321,6 +350,10 @@ impl<'b> Walk<'b> {
             Node::Element(element) => {
                 let name = element.name();
                 if is_hidden(name) || (name == "blockquote" && self.quotes.is_some()) {
+                    return false;
+                }
+                if self.quotes == Some(false) && starts_quote(element) {
+                    self.quote_block = true;
                     return false;
                 }
                 if is_block(name) {

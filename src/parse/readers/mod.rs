@@ -14,6 +14,7 @@ pub(crate) mod layout;
 pub mod ods;
 pub mod ooxml;
 pub mod pdf;
+mod pdf_repair;
 pub mod rtf;
 pub mod spreadsheet;
 pub mod text;
@@ -52,6 +53,12 @@ pub fn read(format: Format, bytes: &[u8], limits: &ReadLimits) -> Result<Extract
         Format::Pdf => pdf::read(bytes, limits),
         Format::Image => image::read(bytes, limits),
         Format::Text => Ok(text::read(bytes, limits)),
+        Format::BodyText => Ok(text::read_str(&String::from_utf8_lossy(bytes), limits)),
+        Format::BodyHtml | Format::BodyHtmlForward => Ok(html::read_own(
+            &String::from_utf8_lossy(bytes),
+            limits,
+            format == Format::BodyHtmlForward,
+        )),
         Format::EncryptedOoxml => Err(ReadError::Encrypted),
         Format::Zip | Format::Message | Format::Other => {
             Err(ReadError::Unsupported(format.contract_name().to_string()))

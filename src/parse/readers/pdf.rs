@@ -71,7 +71,22 @@ fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError>
             "不是 PDF 文件（缺少 %PDF 文件头）".into(),
         ));
     }
-    let mut doc = Document::load_mem(bytes).map_err(|e| match e {
+    let loaded = Document::load_mem(bytes).or_else(|first| {
+        // A damaged cross-reference table or trailer: the objects are still
+        // there (see `pdf_repair`); the first error is the one told.
+        match super::pdf_repair::rebuilt(bytes) {
+            Some(fixed)
+                if !matches!(
+                    first,
+                    pdf_extract::Error::InvalidPassword | pdf_extract::Error::Decryption(_)
+                ) =>
+            {
+                Document::load_mem(&fixed).map_err(|_| first)
+            }
+            _ => Err(first),
+        }
+    });
+    let mut doc = loaded.map_err(|e| match e {
         pdf_extract::Error::InvalidPassword | pdf_extract::Error::Decryption(_) => {
             ReadError::Encrypted
         }
@@ -99,27 +114,43 @@ fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError>
     }
 
     let mut page_contents = Vec::new();
+    // Pages pdf-extract could not walk, as plain text from lopdf's simpler
+    // decoder (no positions: one line per text run).
+    let mut recovered: Vec<(u32, String)> = Vec::new();
     let mut failures = 0usize;
     for &page_num in pages.keys().take(limits.max_pages.max(1)) {
         let mut dev = Collector::default();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             pdf_extract::output_doc_page(&doc, &mut dev, page_num)
         }));
-        match outcome {
-            Ok(Ok(())) => {}
-            // A page pdf-extract cannot walk (an image-only page trips it on
-            // some producers) keeps what was collected before the failure.
-            _ => failures += 1,
+        let failed = !matches!(outcome, Ok(Ok(())));
+        // A page pdf-extract cannot walk (an image-only page trips it on
+        // some producers, an unusual font encoding or CMap on others) keeps
+        // what was collected before the failure.
+        let page = dev.finish();
+        if failed {
+            failures += 1;
+            let collected = page.as_ref().map_or(0, non_space_glyphs);
+            if collected < SCAN_TEXT_THRESHOLD
+                && let Some(text) = plain_text(&doc, page_num)
+            {
+                recovered.push((page_num, text));
+                continue;
+            }
         }
-        if let Some(page) = dev.finish() {
+        if let Some(page) = page {
             page_contents.push((page_num, page));
         }
     }
 
     let text_chars: usize = page_contents
         .iter()
-        .map(|(_, p)| p.glyphs.iter().filter(|g| !g.is_space()).count())
-        .sum();
+        .map(|(_, p)| non_space_glyphs(p))
+        .sum::<usize>()
+        + recovered
+            .iter()
+            .map(|(_, t)| t.chars().filter(|c| !c.is_whitespace()).count())
+            .sum::<usize>();
     meta.insert("text_layer".into(), (text_chars > 0).into());
 
     if text_chars < SCAN_TEXT_THRESHOLD && images.count > 0 {
@@ -137,12 +168,33 @@ fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError>
         .into_iter()
         .map(|(page_num, page)| (format!("page {page_num}"), page))
         .collect();
-    let grids = layout::grids(&named, limits);
+    let mut grids = layout::grids(&named, limits);
+    for (page_num, text) in recovered {
+        grids.push(super::text::lines_grid(
+            &format!("page {page_num}"),
+            &text,
+            limits,
+        ));
+    }
     Ok(Extracted {
         grids,
         meta,
         scanned: false,
     })
+}
+
+fn non_space_glyphs(page: &PageContent) -> usize {
+    page.glyphs.iter().filter(|g| !g.is_space()).count()
+}
+
+/// A page's text by lopdf's own decoder (font encodings and ToUnicode maps,
+/// no positions), for a page pdf-extract fails on; None if that fails too
+/// or finds nothing.
+fn plain_text(doc: &Document, page_num: u32) -> Option<String> {
+    let text = catch_unwind(AssertUnwindSafe(|| doc.extract_text(&[page_num])))
+        .ok()?
+        .ok()?;
+    text.chars().any(|c| !c.is_whitespace()).then_some(text)
 }
 
 /// pdf-extract panics on Type0 fonts that name a predefined Unicode CMap
@@ -688,6 +740,27 @@ mod tests {
             )
         );
         assert_eq!(page.cells.len(), 21);
+    }
+
+    #[test]
+    fn a_damaged_cross_reference_table_or_trailer_is_rebuilt() {
+        let good = fixture("form_ruled.pdf");
+        let want = read_ok("form_ruled.pdf").grids;
+        let xref = good.windows(5).position(|w| w == b"\nxref").expect("xref") + 1;
+        // A download cut before its table; offsets that point nowhere.
+        let cut = good[..xref].to_vec();
+        let mut wrong = good.clone();
+        let at = wrong
+            .windows(10)
+            .rposition(|w| w == b"startxref\n")
+            .expect("startxref")
+            + 10;
+        wrong[at..at + 4].copy_from_slice(b"1111");
+        for damaged in [cut, wrong] {
+            assert!(Document::load_mem(&damaged).is_err());
+            let out = read(&damaged, &ReadLimits::default()).expect("read after repair");
+            assert_eq!(out.grids, want);
+        }
     }
 
     #[test]

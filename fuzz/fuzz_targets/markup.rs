@@ -1,0 +1,6 @@
+//! `xxdc_intake::parse::fuzzing` target `markup` (what it covers is said there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    xxdc_intake::parse::fuzzing::run("markup", data);
+});

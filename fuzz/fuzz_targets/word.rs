@@ -1,0 +1,6 @@
+//! `xxdc_intake::parse::fuzzing` target `word` (what it covers is said there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    xxdc_intake::parse::fuzzing::run("word", data);
+});
