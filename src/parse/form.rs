@@ -489,6 +489,21 @@ impl Layout {
         self.right(i).is_none_or(|j| !self.is_value(j))
     }
 
+    /// Whether `h` stands in a row of column headers: labels only, at least
+    /// three (`类别 | 姓名 | 性别 | 职务`), not one empty field's label.
+    fn is_header_row(&self, h: usize) -> bool {
+        let row = self.nodes[h].row;
+        let Some(list) = self.rows.get(&row) else {
+            return false;
+        };
+        let own: Vec<usize> = list
+            .iter()
+            .copied()
+            .filter(|&j| self.nodes[j].row == row)
+            .collect();
+        own.len() >= 3 && own.iter().all(|&j| !self.is_value(j))
+    }
+
     /// The first label above `i`, through values, if it heads a column.
     fn column_header(&self, i: usize) -> Option<usize> {
         // Every value passed on the way up has the same answer: remember it.
@@ -563,14 +578,27 @@ impl Layout {
                 labels::field_for(key, section)
             }
             Some(Label::Anchor { section, named }) => {
-                let key = match (named, self.column_header(i).and_then(|h| self.label(h))) {
-                    (false, Some(Label::Field(key))) => key,
+                // A row per person (`分管领导 | 张三 | 副局长` under `类别 |
+                // 姓名 | 职务`): the header above says the field — unless the
+                // anchor itself stands under a field label (`Email：` on the
+                // line before `信息员：池佳`), a line of its own.
+                let anchor = left?;
+                let category_column = self
+                    .above(anchor)
+                    .and_then(|a| self.label(a))
+                    .is_none_or(|l| !matches!(l, Label::Field(_)));
+                let header = self.column_header(i).filter(|&h| self.is_header_row(h));
+                let key = match (named, header.and_then(|h| self.label(h))) {
+                    (false, Some(Label::Field(key))) if category_column => key,
                     _ => Key::Name,
                 };
                 labels::field_for(key, section)
             }
             Some(Label::Context | Label::Other | Label::Title) => None,
             None => {
+                if let Some(field) = self.continued(i) {
+                    return Some(field);
+                }
                 let header = self.column_header(i)?;
                 match self.label(header)? {
                     Label::Field(key) => {
@@ -588,17 +616,41 @@ impl Layout {
                         section,
                         named: true,
                     } => labels::field_for(Key::Name, section),
-                    Label::Anchor { section, .. } => {
-                        let row_label = self.row_label(i)?;
-                        match self.label(row_label)? {
+                    Label::Anchor { section, .. } => match self.row_label(i) {
+                        Some(row_label) => match self.label(row_label)? {
                             Label::Field(key) => labels::field_for(key, section),
                             _ => None,
-                        }
-                    }
+                        },
+                        // `分管领导 | 职务 | 手机` over the values: the person's
+                        // part names its column of names.
+                        None => labels::field_for(Key::Name, section),
+                    },
                     _ => None,
                 }
             }
         }
+    }
+
+    /// A résumé written over several lines (`个人简历：1991.09-1995.07 …`,
+    /// then `1995.08-2000.12 …` alone on the next line): a line that starts
+    /// with a period, first on its row, under the résumé's label or under
+    /// lines that continue it (at most [`MAX_RESUME_LINES`] up).
+    fn continued(&self, i: usize) -> Option<Field> {
+        let mut cur = i;
+        for _ in 0..MAX_RESUME_LINES {
+            if self.left(cur).is_some() || !starts_period(&self.nodes[cur].text) {
+                return None;
+            }
+            let j = self.above(cur)?;
+            match self.label(j) {
+                Some(Label::Field(Key::Resume)) => {
+                    return labels::field_for(Key::Resume, self.section_of(j));
+                }
+                None => cur = j,
+                Some(_) => return None,
+            }
+        }
+        None
     }
 
     fn read(self) -> RawForm {
@@ -626,12 +678,16 @@ impl Layout {
                 continue;
             };
             let label = self.left(i).filter(|&j| self.label(j).is_some());
+            let continues = label.is_none() && self.continued(i).is_some();
             match claimed_by.get(&field) {
                 None => {
                     claimed_by.insert(field, label);
                     form.values.insert(field, value);
                 }
-                Some(first) if field.kind() == Kind::Text && label.is_some() && *first == label => {
+                Some(first)
+                    if field.kind() == Kind::Text
+                        && (continues || label.is_some() && *first == label) =>
+                {
                     if let Some(text) = form.values.get_mut(&field) {
                         text.push('\n');
                         text.push_str(&value);
@@ -652,6 +708,22 @@ impl Layout {
         }
         form
     }
+}
+
+/// Lines of one résumé looked through for its label.
+const MAX_RESUME_LINES: usize = 20;
+
+/// Whether a line starts with a résumé period's year (`1995.08-2000.12`,
+/// `2001年1月至今`).
+fn starts_period(text: &str) -> bool {
+    let head: Vec<char> = text.trim_start().chars().take(5).collect();
+    head.len() == 5
+        && (head.starts_with(&['1', '9']) || head.starts_with(&['2', '0']))
+        && head[..4].iter().all(char::is_ascii_digit)
+        && matches!(
+            head[4],
+            '.' | '．' | '年' | '-' | '/' | '～' | '~' | '0'..='9'
+        )
 }
 
 /// The unit a form's title names before the form's own name, if any.
@@ -886,6 +958,52 @@ mod tests {
             get(f, Field::OfficerResume),
             Some("1990.09 入学\n1994.07 参加工作")
         );
+    }
+
+    #[test]
+    fn a_resume_over_several_lines_keeps_every_period() {
+        let g = grid(&[
+            &["信息员姓名：池佳"],
+            &["个人简历：1991.09-1995.07 浙江师范大学中文系学习"],
+            &["1995.08-2000.12 永嘉县司法局工作"],
+            &["2001.01-至今 桥下镇党政办工作"],
+            &["桥下镇党政办"],
+            &["2007年5月16日"],
+        ]);
+        let forms = extract(&g);
+        assert_eq!(
+            get(&forms[0], Field::OfficerResume),
+            Some(
+                "1991.09-1995.07 浙江师范大学中文系学习\n1995.08-2000.12 永嘉县司法局工作\n2001.01-至今 桥下镇党政办工作"
+            )
+        );
+    }
+
+    #[test]
+    fn an_anchor_under_a_field_label_starts_its_own_line() {
+        let g = grid(&[
+            &["分管领导：池方明　职务：副镇长"],
+            &["机关网号：　Email："],
+            &["信息员：池佳　性别：女"],
+        ]);
+        let forms = extract(&g);
+        assert_eq!(get(&forms[0], Field::OfficerName), Some("池佳"));
+        assert_eq!(get(&forms[0], Field::OfficerEmail), None);
+        // The template's last contact row with an empty e-mail, then the
+        // officer's row.
+        let template = grid(&[
+            &["联系方式", "E-mail", ""],
+            &["信息员", "池佳", "性别", "女"],
+        ]);
+        assert_eq!(
+            get(&extract(&template)[0], Field::OfficerName),
+            Some("池佳")
+        );
+        let under = grid(&[
+            &["分管领导", "职务", "手机"],
+            &["董建新", "副局长", "13958772781"],
+        ]);
+        assert_eq!(get(&extract(&under)[0], Field::LeaderName), Some("董建新"));
     }
 
     #[test]

@@ -413,7 +413,10 @@ fn classify_normalized(norm: &str) -> Option<Label> {
     if norm.contains("登记表") || norm.contains("登记") && norm.chars().count() >= 6 {
         return Some(Label::Title);
     }
-    if OTHER_FRAGMENTS.iter().any(|f| norm.contains(f)) && norm.chars().count() <= 12 {
+    // `出生日期：198004` is a label and its value, not a remark about a
+    // date: text with a colon inside is split by the extractor instead.
+    let pair = norm.contains(':') && !norm.starts_with("注:");
+    if !pair && OTHER_FRAGMENTS.iter().any(|f| norm.contains(f)) && norm.chars().count() <= 12 {
         return Some(Label::Other);
     }
     None
@@ -476,6 +479,8 @@ mod tests {
             );
         }
         assert_eq!(classify("1.5"), None);
+        assert_eq!(classify("出生日期：198004"), None);
+        assert_eq!(classify("填表日期"), Some(Label::Other));
         assert_eq!(classify("一、"), None);
     }
 
