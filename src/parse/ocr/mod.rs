@@ -486,7 +486,10 @@ fn page_content(
     dpi: Option<(f32, f32)>,
 ) -> PageContent {
     let k = scale(width, dpi);
-    let mut page = PageContent::default();
+    let mut page = PageContent {
+        estimated: true,
+        ..PageContent::default()
+    };
     // Half the gap between neighbouring cells (the line between them).
     const PAD: f64 = 3.0;
     for c in cells {

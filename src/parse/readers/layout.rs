@@ -72,6 +72,19 @@ impl Glyph {
     }
 }
 
+/// Whether `g` goes on the word `p` ends: same line, same size, starting
+/// where `p` ends (a gap of a tenth of an em at most; a cell's padding is
+/// several times that), neither of them a space.
+fn continues_word(p: &Glyph, g: &Glyph) -> bool {
+    let em = p.em.max(g.em);
+    !p.is_space()
+        && !g.is_space()
+        && (p.em - g.em).abs() <= 0.1 * em
+        && (p.baseline - g.baseline).abs() <= 0.2 * em
+        && g.x >= p.right - 0.2 * em
+        && g.x <= p.right + 0.1 * em
+}
+
 /// An axis-parallel ruling segment: at `pos` across, from `a` to `b` along.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rule {
@@ -85,6 +98,10 @@ pub(crate) struct PageContent {
     pub(crate) glyphs: Vec<Glyph>,
     pub(crate) horizontal: Vec<Rule>,
     pub(crate) vertical: Vec<Rule>,
+    /// The glyphs' places are OCR's estimates (evenly spread over a text
+    /// box already cut at the rules), not a text layer's: glyphs that touch
+    /// are not one word for that.
+    pub(crate) estimated: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -295,8 +312,20 @@ fn build_tables(page: &PageContent, limits: &ReadLimits) -> (Vec<Grid>, Vec<Glyp
         .map(|t| vec![Vec::new(); t.cells.len()])
         .collect();
     let mut outside = Vec::new();
+    let mut previous: Option<(&Glyph, (usize, usize))> = None;
     for g in &page.glyphs {
         let center = g.center();
+        // A word written on past its cell's right rule (Excel prints a long
+        // e-mail over the empty cell beside it) stays in its cell: a glyph
+        // that touches the one before on its line goes where that one went.
+        if !page.estimated
+            && let Some((p, at)) = previous
+            && continues_word(p, g)
+        {
+            per_cell[at.0][at.1].push(g.clone());
+            previous = Some((g, at));
+            continue;
+        }
         let hit = tables
             .iter()
             .enumerate()
@@ -312,8 +341,14 @@ fn build_tables(page: &PageContent, limits: &ReadLimits) -> (Vec<Grid>, Vec<Glyp
             })
             .and_then(|(ti, t)| Some((ti, t.cell_at(center)?)));
         match hit {
-            Some((ti, ci)) => per_cell[ti][ci].push(g.clone()),
-            None => outside.push(g.clone()),
+            Some((ti, ci)) => {
+                per_cell[ti][ci].push(g.clone());
+                previous = Some((g, (ti, ci)));
+            }
+            None => {
+                outside.push(g.clone());
+                previous = None;
+            }
         }
     }
 
@@ -605,4 +640,50 @@ fn text_grid(pages: &[Vec<Glyph>], limits: &ReadLimits) -> Grid {
         }
     }
     grid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row of two 100-point cells, and `text` written from x = 70 in
+    /// 6-point glyphs that touch: past the rule at x = 100 from its 6th.
+    fn page(text: &str, estimated: bool) -> PageContent {
+        let rule = |pos, a, b| Rule { pos, a, b };
+        PageContent {
+            glyphs: text
+                .chars()
+                .enumerate()
+                .map(|(i, c)| Glyph {
+                    x: 70.0 + 6.0 * i as f64,
+                    right: 76.0 + 6.0 * i as f64,
+                    baseline: 15.0,
+                    em: 10.0,
+                    text: c.to_string(),
+                })
+                .collect(),
+            horizontal: vec![rule(0.0, 0.0, 200.0), rule(20.0, 0.0, 200.0)],
+            vertical: vec![
+                rule(0.0, 0.0, 20.0),
+                rule(100.0, 0.0, 20.0),
+                rule(200.0, 0.0, 20.0),
+            ],
+            estimated,
+        }
+    }
+
+    fn texts(page: PageContent) -> Vec<String> {
+        let grids = grids(&[("page 1".to_string(), page)], &ReadLimits::default());
+        grids[0].cells.iter().map(|c| c.text.clone()).collect()
+    }
+
+    #[test]
+    fn a_word_written_past_its_cells_rule_stays_in_its_cell() {
+        assert_eq!(texts(page("chenxy@yj.gov.cn", false)), ["chenxy@yj.gov.cn"]);
+        // OCR's glyph places are estimates over boxes cut at the rules.
+        assert_eq!(
+            texts(page("chenxy@yj.gov.cn", true)),
+            ["chenx", "y@yj.gov.cn"]
+        );
+    }
 }
