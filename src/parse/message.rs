@@ -1104,16 +1104,19 @@ fn decode_8bit(bytes: &[u8]) -> Cow<'_, str> {
 
 /// Text in a declared charset, with a fallback when the label is missing or
 /// plainly wrong: UTF-8 if the bytes are valid UTF-8, otherwise GB18030. A
-/// Latin label on non-ASCII bytes is treated as wrong (Chinese clients send
-/// GBK labelled us-ascii or iso-8859-1), since those decoders never fail.
+/// Latin label (iso-8859-1, us-ascii, windows-1252: one decoder that never
+/// fails) is doubted, since Chinese clients send GBK labelled us-ascii or
+/// iso-8859-1, but kept unless the bytes read as GBK text rather than as
+/// Latin text (`reads_as_gbk_not_latin`).
 fn decode_with_label(bytes: &[u8], label: Option<&str>) -> String {
+    if label.is_some_and(is_utf7_label) {
+        return decode_utf7(bytes);
+    }
     if bytes.is_ascii() {
         return String::from_utf8_lossy(bytes).into_owned();
     }
-    let declared = label
-        .and_then(encoding_for_label)
-        .filter(|&e| e != WINDOWS_1252);
-    if let Some(enc) = declared {
+    let declared = label.and_then(encoding_for_label);
+    if let Some(enc) = declared.filter(|&e| e != WINDOWS_1252) {
         let (text, had_errors) = enc.decode_without_bom_handling(bytes);
         if !had_errors {
             return text.into_owned();
@@ -1122,11 +1125,88 @@ fn decode_with_label(bytes: &[u8], label: Option<&str>) -> String {
     if let Ok(s) = std::str::from_utf8(bytes) {
         return s.to_string();
     }
+    if declared == Some(WINDOWS_1252) && !reads_as_gbk_not_latin(bytes) {
+        return WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned();
+    }
     let (text, had_errors) = GB18030.decode_without_bom_handling(bytes);
-    if had_errors && let Some(enc) = label.and_then(encoding_for_label) {
+    if had_errors && let Some(enc) = declared {
         return enc.decode_without_bom_handling(bytes).0.into_owned();
     }
     text.into_owned()
+}
+
+/// UTF-7 (RFC 2152), which Outlook 2000 wrote in headers and bodies.
+/// encoding_rs follows WHATWG, which dropped it; mail-parser's public decoder
+/// does the base64 runs, but keeps `+-` as written where RFC 2152 reads `+`,
+/// so the text is cut at each `+-` outside a run.
+fn decode_utf7(bytes: &[u8]) -> String {
+    let Some(decode) = mail_parser::decoders::charsets::map::charset_decoder(b"utf-7") else {
+        return String::from_utf8_lossy(bytes).into_owned();
+    };
+    let mut out = String::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] != b'+' {
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'-') {
+            out.push_str(&decode(&bytes[start..i]));
+            out.push('+');
+            i += 2;
+            start = i;
+        } else {
+            // A run: base64 up to the first byte outside the alphabet.
+            i += 1;
+            while bytes
+                .get(i)
+                .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+            {
+                i += 1;
+            }
+        }
+    }
+    out.push_str(&decode(&bytes[start..]));
+    out
+}
+
+fn is_utf7_label(label: &str) -> bool {
+    let label = label.trim().trim_matches('"').to_ascii_lowercase();
+    matches!(
+        label.as_str(),
+        "utf-7" | "utf7" | "utf_7" | "csutf7" | "unicode-1-1-utf-7" | "x-unicode-2-0-utf-7"
+    )
+}
+
+/// Whether 8-bit text under a Latin label is GBK that was mislabelled. Valid
+/// GBK alone says little: every Latin letter (0xC0–0xFF) followed by any
+/// ASCII letter is a GBK pair, so "Fr\xF6sche" decodes as `Fr鰏che`, and a
+/// GB2312-range test would still take "informa\xE7\xE3o" (`玢`). What tells
+/// them apart is how the high bytes are grouped: Latin text has one accented
+/// letter between ASCII letters, now and then two (`ção`, `üü`, `öß`); Chinese
+/// text has runs of characters, two bytes each, most of them not Latin
+/// letters read one by one (单位 is `µ¥Î»`). So the runs of bytes ≥ 0x80 are
+/// counted: one byte, or two Latin letters, count for Latin, any other run for
+/// GBK, and GBK must win. Private-use characters (GBK's user-defined areas,
+/// where `üü` lands) never come from a Chinese client's text. A lone Chinese
+/// character between ASCII whose second byte is ASCII (玥 is `«h`) is read as
+/// Latin: that needs a one-character Chinese text, rarer than Latin mail.
+fn reads_as_gbk_not_latin(bytes: &[u8]) -> bool {
+    let (text, had_errors) = GB18030.decode_without_bom_handling(bytes);
+    if had_errors || text.chars().any(|c| ('\u{E000}'..='\u{F8FF}').contains(&c)) {
+        return false;
+    }
+    let latin_letter = |b: u8| b >= 0xC0 && b != 0xD7 && b != 0xF7;
+    let (mut gbk, mut latin) = (0usize, 0usize);
+    for run in bytes.split(u8::is_ascii).filter(|r| !r.is_empty()) {
+        match run {
+            [_] => latin += 1,
+            [a, b] if latin_letter(*a) && latin_letter(*b) => latin += 1,
+            _ => gbk += 1,
+        }
+    }
+    gbk > latin
 }
 
 /// Decodes RFC 2047 encoded-words anywhere in `s` (also inside what was a
@@ -1807,6 +1887,134 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain
             "喆"
         );
         assert_eq!(decode_with_label("喆".as_bytes(), Some("gb2312")), "喆");
+    }
+
+    /// A message with one Latin-labelled (or unlabelled) text body and one
+    /// attachment whose Content-Disposition is `disposition`; the body bytes
+    /// are written 8-bit, as is.
+    fn latin_message(subject: &str, disposition: &str, label: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = format!(
+            "From: a@example.com\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain{label}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(body);
+        raw.extend_from_slice(
+            format!(
+                "\r\n--b\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Disposition: {disposition}\r\n\r\nxx\r\n--b--\r\n"
+            )
+            .as_bytes(),
+        );
+        raw
+    }
+
+    /// Regression: mail properly labelled iso-8859-1 was read as GB18030
+    /// (`Die Hasen und die Fr鰏che`, `Eelanal\u{e407}si p鋜ing.jpg`), since a Latin
+    /// letter followed by an ASCII one is a valid GBK pair.
+    #[test]
+    fn latin1_labelled_words_filenames_and_bodies_stay_latin() {
+        assert_eq!(
+            decode_words("=?iso-8859-1?Q?Die_Hasen_und_die_Fr=F6sche?="),
+            "Die Hasen und die Frösche"
+        );
+        // Two letters in a row are a valid GB2312 pair (玢, 殚, 鲞).
+        assert_eq!(
+            decode_words("=?ISO-8859-1?Q?informa=E7=E3o_cr=E9=E9e_Gr=F6=DFe?="),
+            "informação créée Größe"
+        );
+        assert_eq!(
+            decode_with_label(b"caf\xe9 \x93quoted\x94", Some("us-ascii")),
+            "café “quoted”"
+        );
+        let raw = latin_message(
+            "=?iso-8859-1?Q?Die_Hasen_und_die_Fr=F6sche?=",
+            "attachment;\r\n\tfilename*=ISO-8859-1''Eelanal%FC%FCsi%20p%E4ring.jpg",
+            "; charset=\"iso-8859-1\"",
+            b"Die Fr\xf6sche \xe4\xdfen Gr\xfc\xdfe, \xabvoil\xe0\xbb.",
+        );
+        let m = parse_default(&raw);
+        assert_eq!(
+            m.envelope.subject.as_deref(),
+            Some("Die Hasen und die Frösche")
+        );
+        assert_eq!(names(&m), vec![Some("Eelanalüüsi päring.jpg")]);
+        assert_eq!(
+            m.bodies[0].text.as_deref(),
+            Some("Die Frösche äßen Grüße, «voilà».")
+        );
+    }
+
+    /// Chinese clients label GBK iso-8859-1 or us-ascii, or write it raw:
+    /// that must still read as Chinese, also a GBK-only character whose
+    /// second byte is ASCII (玥 is 0xAB 0x68).
+    #[test]
+    fn gbk_under_a_latin_label_is_still_read_as_chinese() {
+        let gbk = |s: &str| GB18030.encode(s).0.into_owned();
+        for label in ["iso-8859-1", "us-ascii", "windows-1252", "latin1"] {
+            for text in [
+                "单位：县民政局",
+                "张玥",
+                "喆",
+                "1号楼",
+                "信息员登记表（张玥）.xls",
+            ] {
+                assert_eq!(decode_with_label(&gbk(text), Some(label)), text, "{label}");
+            }
+        }
+        let hex: String = gbk("登记表（张玥）.xls")
+            .iter()
+            .map(|b| format!("%{b:02X}"))
+            .collect();
+        let raw = latin_message(
+            &format!(
+                "=?iso-8859-1?B?{}?=",
+                base64_encode(&gbk("报送民政局登记表"))
+            ),
+            &format!("attachment; filename*=iso-8859-1''{hex}"),
+            "; charset=us-ascii",
+            &gbk("单位：县民政局\r\n姓名：张玥"),
+        );
+        let m = parse_default(&raw);
+        assert_eq!(m.envelope.subject.as_deref(), Some("报送民政局登记表"));
+        assert_eq!(names(&m), vec![Some("登记表（张玥）.xls")]);
+        assert_eq!(
+            m.bodies[0].text.as_deref(),
+            Some("单位：县民政局\r\n姓名：张玥")
+        );
+        // Without a label, 8-bit text is GBK whatever it looks like.
+        let raw = latin_message("x", "attachment", "", &gbk("玥"));
+        assert_eq!(parse_default(&raw).bodies[0].text.as_deref(), Some("玥"));
+    }
+
+    /// Regression: UTF-7 encoded words and bodies (Outlook 2000) were left
+    /// as written (`=?utf-7?Q?Die_Hasen_und_die_Fr+APY-sche…?=`).
+    #[test]
+    fn utf7_words_and_bodies_are_decoded() {
+        assert_eq!(
+            decode_words("=?utf-7?Q?Die_Hasen_und_die_Fr+APY-sche_=28Microsoft_Outlook_00=29?="),
+            "Die Hasen und die Frösche (Microsoft Outlook 00)"
+        );
+        assert_eq!(
+            decode_words("=?UTF-7?B?SitBUHctcmdlbiBTY2htK0FQdy1yZ2Vu?="),
+            "Jürgen Schmürgen"
+        );
+        assert_eq!(
+            decode_with_label(b"+ZYeB9FH6ckh5Pg-, 1980. 1+-1=2", Some("\"UTF-7\"")),
+            "文致出版社, 1980. 1+1=2"
+        );
+        assert_eq!(decode_utf7(b"+AGE-+-+-+AGI-"), "a++b");
+        assert_eq!(decode_utf7(b"a+-"), "a+");
+        let raw = latin_message(
+            "=?utf-7?Q?+U1VPTQ-?=",
+            "attachment",
+            "; charset=utf-7",
+            b"+U1VPTf8a-",
+        );
+        let m = parse_default(&raw);
+        assert_eq!(m.envelope.subject.as_deref(), Some("单位"));
+        assert_eq!(m.bodies[0].text.as_deref(), Some("单位："));
     }
 
     #[test]
