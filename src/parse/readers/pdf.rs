@@ -34,6 +34,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use pdf_extract::content::Content;
 use pdf_extract::{
     ColorSpace, Dictionary, Document, MediaBox, Object, ObjectId, OutputDev, OutputError, Path,
     PathOp, Stream, Transform,
@@ -113,6 +114,8 @@ fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError>
         meta.insert("image_dpi".into(), dpi.into());
     }
 
+    clean_page_contents(&mut doc, &pages, limits.max_pages.max(1));
+
     let mut page_contents = Vec::new();
     // Pages pdf-extract could not walk, as plain text from lopdf's simpler
     // decoder (no positions: one line per text run).
@@ -128,15 +131,19 @@ fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError>
         // some producers, an unusual font encoding or CMap on others) keeps
         // what was collected before the failure.
         let page = dev.finish();
+        let collected = page.as_ref().map_or(0, non_space_glyphs);
         if failed {
             failures += 1;
-            let collected = page.as_ref().map_or(0, non_space_glyphs);
-            if collected < SCAN_TEXT_THRESHOLD
-                && let Some(text) = plain_text(&doc, page_num)
-            {
-                recovered.push((page_num, text));
-                continue;
-            }
+        }
+        // A page walked without one glyph may still show text that
+        // pdf-extract maps to nothing (a CID font whose embedded CMap it
+        // misreads, a ToUnicode it keys wrongly): lopdf's decoder is asked
+        // too. An image-only page gives nothing there either.
+        if (collected < SCAN_TEXT_THRESHOLD && failed || collected == 0)
+            && let Some(text) = plain_text(&doc, page_num)
+        {
+            recovered.push((page_num, text));
+            continue;
         }
         if let Some(page) = page {
             page_contents.push((page_num, page));
@@ -197,40 +204,424 @@ fn plain_text(doc: &Document, page_num: u32) -> Option<String> {
     text.chars().any(|c| !c.is_whitespace()).then_some(text)
 }
 
-/// pdf-extract panics on Type0 fonts that name a predefined Unicode CMap
-/// (`UniGB-UCS2-H` and kin), which Chinese PDF tools use with non-embedded
-/// fonts such as STSong. In those CMaps the character code *is* the UCS-2 /
-/// UTF-16 code unit, so rewriting them as `Identity-H` plus an identity
-/// `ToUnicode` map gives the right text. Glyph widths are then looked up by
-/// code instead of CID, which only skews ASCII widths slightly.
+/// pdf-extract panics on Type0 fonts that name a predefined CMap other
+/// than `Identity-H`/`-V`, and Chinese (and Japanese, Korean) tools name
+/// them with fonts they do not embed (STSong, SimSun, MS Mincho).
+///
+/// * The Unicode CMaps (`UniGB-UCS2-H` and kin): the character code *is*
+///   the UCS-2 / UTF-16 code unit, so they become `Identity-H` plus an
+///   identity `ToUnicode` map.
+/// * The legacy ones (`GBK-EUC-H`, `90ms-RKSJ-H`, `ETen-B5-H` …): the
+///   codes are those of a national character set, so they become an
+///   embedded CMap that takes each code as its own CID, plus a `ToUnicode`
+///   map made by decoding every code of that character set with
+///   `encoding_rs` (see [`LegacyCmap`]).
+///
+/// Glyph widths are then looked up by code instead of CID, which only
+/// skews ASCII widths slightly.
 fn patch_predefined_cmaps(doc: &mut Document) {
-    let mut fonts = Vec::new();
-    for (id, obj) in &doc.objects {
-        let Ok(dict) = obj.as_dict() else { continue };
+    // Fonts are often written inline in a resource dictionary, so nested
+    // dictionaries are searched too.
+    let mut wanted: Vec<CmapPatch> = Vec::new();
+    for obj in doc.objects.values() {
+        visit_dicts(obj, 0, &mut |dict| {
+            if let Some(patch) = CmapPatch::of(dict)
+                && !wanted.contains(&patch)
+            {
+                wanted.push(patch);
+            }
+        });
+    }
+    let made: Vec<(CmapPatch, Option<ObjectId>, ObjectId)> = wanted
+        .into_iter()
+        .map(|patch| match patch {
+            CmapPatch::Unicode { .. } => {
+                let u = doc.add_object(Stream::new(Dictionary::new(), identity_to_unicode()));
+                (patch, None, u)
+            }
+            CmapPatch::Legacy(cmap) => {
+                let e = doc.add_object(Stream::new(Dictionary::new(), cmap.code_cmap()));
+                let u = doc.add_object(Stream::new(Dictionary::new(), cmap.to_unicode()));
+                (patch, Some(e), u)
+            }
+        })
+        .collect();
+    for obj in doc.objects.values_mut() {
+        visit_dicts_mut(obj, 0, &mut |dict| {
+            if is_cid_font(dict) && !dict.has(b"FontDescriptor") {
+                // pdf-extract requires one; nothing in it matters for text.
+                let mut descriptor = Dictionary::new();
+                descriptor.set("Type", Object::Name(b"FontDescriptor".to_vec()));
+                descriptor.set("Flags", Object::Integer(4));
+                dict.set("FontDescriptor", Object::Dictionary(descriptor));
+            }
+            let Some(patch) = CmapPatch::of(dict) else {
+                return;
+            };
+            let Some(&(_, encoding, to_unicode)) = made.iter().find(|(p, _, _)| *p == patch) else {
+                return;
+            };
+            match (patch, encoding) {
+                (CmapPatch::Unicode { vertical }, _) => {
+                    let name = if vertical { "Identity-V" } else { "Identity-H" };
+                    dict.set("Encoding", Object::Name(name.as_bytes().to_vec()));
+                    if !dict.has(b"ToUnicode") {
+                        dict.set("ToUnicode", Object::Reference(to_unicode));
+                    }
+                }
+                (CmapPatch::Legacy(_), Some(encoding)) => {
+                    dict.set("Encoding", Object::Reference(encoding));
+                    // The producer's own ToUnicode is keyed by code, but
+                    // pdf-extract looks it up by CID; ours is right for both.
+                    dict.set("ToUnicode", Object::Reference(to_unicode));
+                }
+                (CmapPatch::Legacy(_), None) => {}
+            }
+        });
+    }
+}
+
+/// How a Type0 font naming a predefined CMap is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CmapPatch {
+    Unicode { vertical: bool },
+    Legacy(LegacyCmap),
+}
+
+impl CmapPatch {
+    fn of(dict: &Dictionary) -> Option<Self> {
         if dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(&b"Type0"[..]) {
-            continue;
+            return None;
         }
         let Ok(Object::Name(enc)) = dict.get(b"Encoding") else {
-            continue;
+            return None;
         };
         let enc = String::from_utf8_lossy(enc);
         if enc.starts_with("Uni") && (enc.contains("UCS2") || enc.contains("UTF16")) {
-            fonts.push((*id, enc.ends_with("-V")));
+            Some(Self::Unicode {
+                vertical: enc.ends_with("-V"),
+            })
+        } else {
+            LegacyCmap::named(&enc).map(Self::Legacy)
         }
     }
-    if fonts.is_empty() {
+}
+
+fn is_cid_font(dict: &Dictionary) -> bool {
+    matches!(
+        dict.get(b"Subtype").and_then(Object::as_name),
+        Ok(b"CIDFontType0" | b"CIDFontType2")
+    )
+}
+
+/// How deep inline dictionaries are searched for fonts (an object, its
+/// resources, their font dictionary, a font).
+const MAX_DICT_DEPTH: usize = 6;
+
+fn visit_dicts(obj: &Object, depth: usize, f: &mut impl FnMut(&Dictionary)) {
+    if depth > MAX_DICT_DEPTH {
         return;
     }
-    let cmap = doc.add_object(Stream::new(Dictionary::new(), identity_to_unicode()));
-    for (id, vertical) in fonts {
-        if let Ok(Object::Dictionary(dict)) = doc.get_object_mut(id) {
-            let name = if vertical { "Identity-V" } else { "Identity-H" };
-            dict.set("Encoding", Object::Name(name.as_bytes().to_vec()));
-            if !dict.has(b"ToUnicode") {
-                dict.set("ToUnicode", Object::Reference(cmap));
+    let dict = match obj {
+        Object::Dictionary(dict) => dict,
+        Object::Stream(stream) => &stream.dict,
+        Object::Array(items) => {
+            for item in items {
+                visit_dicts(item, depth + 1, f);
+            }
+            return;
+        }
+        _ => return,
+    };
+    f(dict);
+    for (_, value) in dict.iter() {
+        visit_dicts(value, depth + 1, f);
+    }
+}
+
+fn visit_dicts_mut(obj: &mut Object, depth: usize, f: &mut impl FnMut(&mut Dictionary)) {
+    if depth > MAX_DICT_DEPTH {
+        return;
+    }
+    let dict = match obj {
+        Object::Dictionary(dict) => dict,
+        Object::Stream(stream) => &mut stream.dict,
+        Object::Array(items) => {
+            for item in items {
+                visit_dicts_mut(item, depth + 1, f);
+            }
+            return;
+        }
+        _ => return,
+    };
+    f(dict);
+    for (_, value) in dict.iter_mut() {
+        visit_dicts_mut(value, depth + 1, f);
+    }
+}
+
+/// One-byte code ranges, first-byte ranges of two-byte codes, and the
+/// range of their second bytes (inclusive byte ranges).
+type CodeLayout = (&'static [(u8, u8)], &'static [(u8, u8)], (u8, u8));
+
+/// The national character set behind a legacy predefined CMap: how its
+/// codes are laid out (one or two bytes) and how they decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegacyCmap {
+    /// GB 2312 / GBK / GB 18030 (`GB-EUC`, `GBpc-EUC`, `GBK-EUC`,
+    /// `GBKp-EUC`, `GBK2K`, `GBT-EUC`); four-byte GB 18030 codes are not
+    /// covered.
+    Gb,
+    /// Shift_JIS (`90ms-RKSJ`, `83pv-RKSJ`, `Add-RKSJ` …).
+    ShiftJis,
+    /// EUC-JP (`EUC-H`, `EUC-V`).
+    EucJp,
+    /// Big5 (`B5pc`, `ETen-B5`, `ETenms-B5`, `HKscs-B5`).
+    Big5,
+    /// EUC-KR / UHC (`KSC-EUC`, `KSCpc-EUC`, `KSCms-UHC`).
+    EucKr,
+    /// JIS X 0208 in seven-bit bytes (`H`, `V`): EUC-JP without the high
+    /// bits.
+    Jis,
+}
+
+impl LegacyCmap {
+    fn named(name: &str) -> Option<Self> {
+        let base = match name {
+            "H" | "V" => "",
+            _ => name
+                .strip_suffix("-H")
+                .or_else(|| name.strip_suffix("-V"))?,
+        };
+        match base {
+            "GB-EUC" | "GBpc-EUC" | "GBK-EUC" | "GBKp-EUC" | "GBK2K" | "GBT-EUC" | "GBTpc-EUC" => {
+                Some(Self::Gb)
+            }
+            "EUC" => Some(Self::EucJp),
+            "" => Some(Self::Jis),
+            "B5pc" | "ETen-B5" | "ETenms-B5" | "HKscs-B5" => Some(Self::Big5),
+            "KSC-EUC" | "KSCpc-EUC" | "KSCms-UHC" => Some(Self::EucKr),
+            _ if base.ends_with("RKSJ") => Some(Self::ShiftJis),
+            _ => None,
+        }
+    }
+
+    fn encoding(self) -> &'static encoding_rs::Encoding {
+        match self {
+            Self::Gb => encoding_rs::GB18030,
+            Self::ShiftJis => encoding_rs::SHIFT_JIS,
+            Self::EucJp | Self::Jis => encoding_rs::EUC_JP,
+            Self::Big5 => encoding_rs::BIG5,
+            Self::EucKr => encoding_rs::EUC_KR,
+        }
+    }
+
+    /// The one-byte code ranges, the first-byte ranges of two-byte codes,
+    /// and the range of their second bytes.
+    fn layout(self) -> CodeLayout {
+        const ASCII: &[(u8, u8)] = &[(0x00, 0x80)];
+        match self {
+            Self::Gb => (ASCII, &[(0x81, 0xfe)], (0x40, 0xfe)),
+            Self::ShiftJis => (
+                &[(0x00, 0x80), (0xa0, 0xdf)],
+                &[(0x81, 0x9f), (0xe0, 0xfc)],
+                (0x40, 0xfc),
+            ),
+            Self::EucJp => (ASCII, &[(0x8e, 0x8e), (0xa1, 0xfe)], (0xa0, 0xfe)),
+            Self::Big5 => (ASCII, &[(0x81, 0xfe)], (0x40, 0xfe)),
+            Self::EucKr => (ASCII, &[(0x81, 0xfe)], (0x41, 0xfe)),
+            Self::Jis => (&[], &[(0x21, 0x7e)], (0x21, 0x7e)),
+        }
+    }
+
+    /// A CMap (`/Encoding` stream) whose CID is the code itself.
+    ///
+    /// pdf-extract 0.12's CMap parser counts a code range's width as half
+    /// its hex string's length in bytes, so ranges are written with twice
+    /// the bytes, zero-padded, to come out one and two bytes wide.
+    fn code_cmap(self) -> Vec<u8> {
+        let (single, leads, (lo, hi)) = self.layout();
+        let mut ranges: Vec<String> = single
+            .iter()
+            .map(|(a, b)| format!("<00{a:02X}> <00{b:02X}>"))
+            .collect();
+        ranges.extend(
+            leads
+                .iter()
+                .map(|(a, b)| format!("<0000{a:02X}{lo:02X}> <0000{b:02X}{hi:02X}>")),
+        );
+        let mut out = String::from(
+            "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n\
+             /CMapName /XxdcCodeIsCid def\n/CMapType 1 def\n",
+        );
+        out.push_str(&format!("{} begincodespacerange\n", ranges.len()));
+        for r in &ranges {
+            out.push_str(r);
+            out.push('\n');
+        }
+        out.push_str("endcodespacerange\n1 begincidrange\n<0000> <FFFF> 0\nendcidrange\n");
+        out.push_str("endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend\n");
+        out.into_bytes()
+    }
+
+    /// A ToUnicode CMap for every code of the character set that decodes
+    /// to one character.
+    fn to_unicode(self) -> Vec<u8> {
+        let (single, leads, (lo, hi)) = self.layout();
+        let decode = |bytes: &[u8]| -> Option<char> {
+            let text = self
+                .encoding()
+                .decode_without_bom_handling_and_without_replacement(bytes)?;
+            let mut chars = text.chars();
+            let c = chars.next()?;
+            (chars.next().is_none() && !c.is_control()).then_some(c)
+        };
+        let mut pairs: Vec<(u16, char)> = Vec::new();
+        for b in single.iter().flat_map(|&(a, b)| a..=b) {
+            // The ASCII half is ASCII in every one of these sets.
+            let c = if b < 0x80 {
+                Some(char::from(b))
+            } else {
+                decode(&[b])
+            };
+            if let Some(c) = c.filter(|c| !c.is_control()) {
+                pairs.push((u16::from(b), c));
+            }
+        }
+        for &(first, last) in leads {
+            for a in first..=last {
+                for b in lo..=hi {
+                    let bytes = match self {
+                        Self::Jis => [a | 0x80, b | 0x80],
+                        _ => [a, b],
+                    };
+                    if let Some(c) = decode(&bytes) {
+                        pairs.push((u16::from_be_bytes([a, b]), c));
+                    }
+                }
+            }
+        }
+        let mut out = String::from(
+            "/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n\
+             /CMapName /XxdcLegacyToUnicode def\n/CMapType 2 def\n\
+             1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n",
+        );
+        for block in pairs.chunks(100) {
+            out.push_str(&format!("{} beginbfchar\n", block.len()));
+            for &(code, c) in block {
+                let mut units = [0u16; 2];
+                let hex: String = c
+                    .encode_utf16(&mut units)
+                    .iter()
+                    .map(|u| format!("{u:04X}"))
+                    .collect();
+                out.push_str(&format!("<{code:04X}> <{hex}>\n"));
+            }
+            out.push_str("endbfchar\n");
+        }
+        out.push_str("endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend\n");
+        out.into_bytes()
+    }
+}
+
+/// Rewrites a page's content streams without comments and inline images
+/// when lopdf's content parser reads more operations that way: it gives up
+/// silently at whitespace after a comment (generated PDFs annotate every
+/// line) and fails on inline image data longer than the image's size, and
+/// either loses the rest of the page. Neither carries text.
+fn clean_page_contents(doc: &mut Document, pages: &BTreeMap<u32, ObjectId>, max_pages: usize) {
+    let operations = |bytes: &[u8]| Content::decode(bytes).map_or(0, |c| c.operations.len());
+    for &page_id in pages.values().take(max_pages) {
+        for id in doc.get_page_contents(page_id) {
+            let Ok(Object::Stream(stream)) = doc.get_object(id) else {
+                continue;
+            };
+            let Ok(raw) = stream.get_plain_content() else {
+                continue;
+            };
+            if !raw.contains(&b'%') && find(&raw, b"BI").is_none() {
+                continue;
+            }
+            let cleaned = without_comments_and_inline_images(&raw);
+            if operations(&cleaned) > operations(&raw)
+                && let Ok(Object::Stream(stream)) = doc.get_object_mut(id)
+            {
+                stream.set_plain_content(cleaned);
             }
         }
     }
+}
+
+/// Content stream bytes with each comment and each inline image
+/// (`BI … ID … EI`) replaced by a space; strings are copied as they are.
+fn without_comments_and_inline_images(src: &[u8]) -> Vec<u8> {
+    let delimiter = |b: u8| b.is_ascii_whitespace() || b"()<>[]{}/%".contains(&b);
+    let token_at = |i: usize, token: &[u8]| {
+        src[i..].starts_with(token)
+            && (i == 0 || delimiter(src[i - 1]))
+            && src.get(i + token.len()).is_none_or(|&b| delimiter(b))
+    };
+    let mut out = Vec::with_capacity(src.len());
+    let mut i = 0;
+    while i < src.len() {
+        match src[i] {
+            b'(' => {
+                let start = i;
+                let mut depth = 0usize;
+                while i < src.len() {
+                    match src[i] {
+                        b'\\' => i += 1,
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                i = (i + 1).min(src.len());
+                out.extend_from_slice(&src[start..i]);
+            }
+            b'%' => {
+                while i < src.len() && !matches!(src[i], b'\n' | b'\r') {
+                    i += 1;
+                }
+                out.push(b' ');
+            }
+            b'B' if token_at(i, b"BI") => {
+                // The data starts one byte after `ID` and ends before an
+                // `EI` between whitespace (or the end).
+                let data = (i + 2..src.len().saturating_sub(1))
+                    .find(|&j| token_at(j, b"ID"))
+                    .map(|j| j + 3);
+                let end = data.and_then(|d| {
+                    (d..src.len().saturating_sub(1)).find(|&j| {
+                        src[j..].starts_with(b"EI")
+                            && src[j - 1].is_ascii_whitespace()
+                            && src.get(j + 2).is_none_or(u8::is_ascii_whitespace)
+                    })
+                });
+                match end {
+                    Some(end) => {
+                        out.push(b' ');
+                        i = end + 2;
+                    }
+                    None => {
+                        out.extend_from_slice(&src[i..]);
+                        i = src.len();
+                    }
+                }
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A ToUnicode CMap mapping every two-byte code outside the surrogate range
@@ -711,6 +1102,193 @@ mod tests {
             .find(|c| c.row == row && c.col == col)
             .unwrap_or_else(|| panic!("no cell ({row},{col}) in {grid:#?}"));
         (c.rowspan, c.colspan, c.text.as_str())
+    }
+
+    fn dict(pairs: Vec<(&str, Object)>) -> Dictionary {
+        let mut d = Dictionary::new();
+        for (k, v) in pairs {
+            d.set(k, v);
+        }
+        d
+    }
+
+    fn name(n: &str) -> Object {
+        Object::Name(n.as_bytes().to_vec())
+    }
+
+    fn helvetica() -> Object {
+        Object::Dictionary(dict(vec![
+            ("Type", name("Font")),
+            ("Subtype", name("Type1")),
+            ("BaseFont", name("Helvetica")),
+        ]))
+    }
+
+    /// A non-embedded CID font under a predefined CMap, written inline and
+    /// without a FontDescriptor, as small producers write them.
+    fn cid_font(cmap: &str) -> Object {
+        let descendant = dict(vec![
+            ("Type", name("Font")),
+            ("Subtype", name("CIDFontType0")),
+            ("BaseFont", name("SimSun")),
+        ]);
+        Object::Dictionary(dict(vec![
+            ("Type", name("Font")),
+            ("Subtype", name("Type0")),
+            ("BaseFont", name("SimSun")),
+            ("Encoding", name(cmap)),
+            (
+                "DescendantFonts",
+                Object::Array(vec![Object::Dictionary(descendant)]),
+            ),
+        ]))
+    }
+
+    /// A one-page PDF with these fonts (`/F1` …) and page content; `extra`
+    /// objects are numbered from 100 on, for fonts to refer to.
+    fn one_page_with(fonts: Vec<(&str, Object)>, extra: Vec<Object>, content: &[u8]) -> Vec<u8> {
+        let mut doc = Document::with_version("1.5");
+        for (n, obj) in (100..).zip(extra) {
+            doc.objects.insert((n, 0), obj);
+        }
+        doc.max_id = 200;
+        let pages_id = doc.new_object_id();
+        let contents = doc.add_object(Stream::new(Dictionary::new(), content.to_vec()));
+        let resources = dict(vec![("Font", Object::Dictionary(dict(fonts)))]);
+        let page = doc.add_object(dict(vec![
+            ("Type", name("Page")),
+            ("Parent", Object::Reference(pages_id)),
+            ("Contents", Object::Reference(contents)),
+            ("Resources", Object::Dictionary(resources)),
+            (
+                "MediaBox",
+                Object::Array([0, 0, 400, 200].map(Object::Integer).to_vec()),
+            ),
+        ]));
+        doc.objects.insert(
+            pages_id,
+            Object::Dictionary(dict(vec![
+                ("Type", name("Pages")),
+                ("Kids", Object::Array(vec![Object::Reference(page)])),
+                ("Count", Object::Integer(1)),
+            ])),
+        );
+        let catalog = doc.add_object(dict(vec![
+            ("Type", name("Catalog")),
+            ("Pages", Object::Reference(pages_id)),
+        ]));
+        doc.trailer.set("Root", Object::Reference(catalog));
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("written");
+        out
+    }
+
+    fn one_page(fonts: Vec<(&str, Object)>, content: &[u8]) -> Vec<u8> {
+        one_page_with(fonts, Vec::new(), content)
+    }
+
+    /// Every cell's text, cells joined by `|`.
+    fn all_text(out: &Extracted) -> String {
+        out.grids
+            .iter()
+            .flat_map(|g| g.cells.iter().map(|c| c.text.as_str()))
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
+    fn read_built(bytes: &[u8]) -> Extracted {
+        read(bytes, &ReadLimits::default()).expect("readable")
+    }
+
+    #[test]
+    fn legacy_predefined_cmaps_of_non_embedded_fonts_decode_by_their_charset() {
+        // 单位：永嘉县教育局 in GBK; 登記表 in Shift_JIS and Big5; あいう in
+        // seven-bit JIS; issue2128r.pdf and noembed-sjis.pdf of pdf.js failed
+        // as a whole ("unsupported encoding GBK-EUC-H").
+        let pdf = one_page(
+            vec![
+                ("F1", cid_font("GBK-EUC-H")),
+                ("F2", cid_font("90ms-RKSJ-V")),
+                ("F3", cid_font("ETen-B5-H")),
+                ("F4", cid_font("H")),
+            ],
+            b"BT /F1 12 Tf 20 150 Td <B5A5CEBBA3BAD3C0BCCECFD8BDCCD3FDBED6> Tj ET\n\
+              BT /F2 12 Tf 20 120 Td <936F8B4C955C> Tj ET\n\
+              BT /F3 12 Tf 20 90 Td <B56EB04FAAED> Tj ET\n\
+              BT /F4 12 Tf 20 60 Td <242224242426> Tj ET\n",
+        );
+        let out = read_built(&pdf);
+        assert_eq!(all_text(&out), "单位：永嘉县教育局|登記表|登記表|あいう");
+    }
+
+    #[test]
+    fn a_page_walked_without_a_glyph_is_read_by_the_simpler_decoder() {
+        // issue13242.pdf of pdf.js: a CID font with an embedded one-byte
+        // CMap, which pdf-extract 0.12 takes for zero bytes wide, so no
+        // code is read and the page came out empty, silently.
+        let cmap = b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
+            1 begincodespacerange <00> <FF> endcodespacerange\n\
+            1 begincidrange <00> <FF> 0 endcidrange\n\
+            endcmap CMapName currentdict /CMap defineresource pop end end\n";
+        let to_unicode = b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n\
+            1 begincodespacerange <00> <FF> endcodespacerange\n\
+            1 beginbfrange <20> <7E> <0020> endbfrange\n\
+            endcmap CMapName currentdict /CMap defineresource pop end end\n";
+        let descendant = dict(vec![
+            ("Type", name("Font")),
+            ("Subtype", name("CIDFontType2")),
+            ("BaseFont", name("SimSun")),
+            (
+                "FontDescriptor",
+                Object::Dictionary(dict(vec![("Flags", Object::Integer(4))])),
+            ),
+        ]);
+        let font = Object::Dictionary(dict(vec![
+            ("Type", name("Font")),
+            ("Subtype", name("Type0")),
+            ("BaseFont", name("SimSun")),
+            ("Encoding", Object::Reference((100, 0))),
+            ("ToUnicode", Object::Reference((101, 0))),
+            (
+                "DescendantFonts",
+                Object::Array(vec![Object::Dictionary(descendant)]),
+            ),
+        ]));
+        let pdf = one_page_with(
+            vec![("F1", font)],
+            vec![
+                Object::Stream(Stream::new(Dictionary::new(), cmap.to_vec())),
+                Object::Stream(Stream::new(Dictionary::new(), to_unicode.to_vec())),
+            ],
+            b"BT /F1 12 Tf 20 100 Td (Danwei: Yongjia) Tj ET\n",
+        );
+        let out = read_built(&pdf);
+        assert_eq!(all_text(&out), "Danwei: Yongjia");
+        assert_eq!(out.meta["text_layer"], true);
+    }
+
+    #[test]
+    fn comments_in_page_content_do_not_hide_the_text_after_them() {
+        // calrgb.pdf of pdf.js: a comment on every line, indented lines
+        // after it; lopdf's content parser stopped at the first one.
+        let pdf = one_page(
+            vec![("F1", helvetica())],
+            b"BT %% start\n  /F1 12 Tf %% font\n  20 100 Td (Danwei: Yongjia % not a comment) Tj\nET\n",
+        );
+        let out = read_built(&pdf);
+        assert_eq!(all_text(&out), "Danwei: Yongjia % not a comment");
+    }
+
+    #[test]
+    fn an_inline_image_with_more_data_than_its_size_does_not_fail_the_page() {
+        // issue4436r.pdf of pdf.js: a 1x1 mask followed by four data bytes.
+        let pdf = one_page(
+            vec![("F1", helvetica())],
+            b"BT /F1 12 Tf 20 100 Td (Issue 4436) Tj ET\n\
+              BI /IM true /W 1 /H 1 /BPC 1 ID \x00\x00\x00\x00\nEI\n",
+        );
+        let out = read_built(&pdf);
+        assert_eq!(all_text(&out), "Issue 4436");
     }
 
     #[test]
