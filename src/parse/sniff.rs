@@ -124,6 +124,10 @@ pub fn sniff(bytes: &[u8], name: Option<&str>) -> Format {
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return sniff_zip(bytes);
     }
+    if bare_biff_version(bytes).is_some() {
+        // The xls reader says what to do with an Excel 2.x–4.0 worksheet.
+        return Format::Xls;
+    }
     if find_within(bytes, b"%PDF-", 1024) {
         return Format::Pdf;
     }
@@ -144,6 +148,21 @@ pub fn sniff(bytes: &[u8], name: Option<&str>) -> Format {
         "txt" | "csv" | "htm" | "html" => Format::Text,
         _ => Format::Other,
     }
+}
+
+/// The BIFF version (2, 3 or 4) of an Excel 2.x–4.0 worksheet, which is a
+/// bare record stream (no compound file) opening with its BOF record.
+pub fn bare_biff_version(bytes: &[u8]) -> Option<u8> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    let (version, len) = match (u16_at(0)?, u16_at(2)?) {
+        (0x0009, 4) => (2, 4),
+        (0x0209, 6) => (3, 6),
+        (0x0409, 6) => (4, 6),
+        _ => return None,
+    };
+    // The substream type: worksheet, chart, macro sheet, BIFF4 workbook.
+    let kind = u16_at(6)?;
+    (bytes.len() > 4 + len && matches!(kind, 0x0010 | 0x0020 | 0x0040 | 0x0100)).then_some(version)
 }
 
 /// TIFF, JPEG, PNG, GIF and BMP signatures.
@@ -301,6 +320,15 @@ pub fn decode_text(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_excel_4_worksheet_goes_to_the_xls_reader() {
+        // BOF (BIFF4, worksheet), then an EOF record.
+        let biff4 = [0x09, 0x04, 6, 0, 0, 0, 0x10, 0, 0, 0, 0x0A, 0, 0, 0];
+        assert_eq!(sniff(&biff4, Some("a.xls")), Format::Xls);
+        assert_eq!(bare_biff_version(&biff4), Some(4));
+        assert_eq!(bare_biff_version(b"\x09\x04 plain text"), None);
+    }
 
     #[test]
     fn magic_bytes_decide_not_names() {
