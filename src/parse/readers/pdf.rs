@@ -31,7 +31,7 @@
 //!   them, and the DOCX reader keeps them too); spaces are only *inferred*
 //!   from gaps between two ASCII glyphs.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pdf_extract::content::Content;
@@ -115,6 +115,7 @@ fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError>
     }
 
     clean_page_contents(&mut doc, &pages, limits.max_pages.max(1));
+    prune_xobject_calls(&mut doc, &pages, limits.max_pages.max(1));
 
     let mut page_contents = Vec::new();
     // Pages pdf-extract could not walk, as plain text from lopdf's simpler
@@ -549,6 +550,146 @@ fn clean_page_contents(doc: &mut Document, pages: &BTreeMap<u32, ObjectId>, max_
                 stream.set_plain_content(cleaned);
             }
         }
+    }
+}
+
+/// How deep form XObjects may nest before the innermost calls are dropped.
+const MAX_FORM_DEPTH: usize = 16;
+/// How many form XObject calls are followed in all, against a document
+/// that calls the same form many times at every level.
+const MAX_FORM_CALLS: usize = 10_000;
+
+/// Whose content stream holds an XObject call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Caller {
+    Page(ObjectId),
+    Form(ObjectId),
+}
+
+/// Removes the `Do` calls pdf-extract cannot survive and text never needs:
+/// of a name that resolves to nothing (pdf-extract panics, losing the rest
+/// of the page), of a form already being drawn (a cycle: pdf-extract
+/// recurses until the stack overflows and the process aborts) or nested
+/// deeper than [`MAX_FORM_DEPTH`], and of an image (pdf-extract would parse
+/// its data as page content).
+fn prune_xobject_calls(doc: &mut Document, pages: &BTreeMap<u32, ObjectId>, max_pages: usize) {
+    let mut drops: HashMap<Caller, HashSet<Vec<u8>>> = HashMap::new();
+    let mut budget = MAX_FORM_CALLS;
+    let empty = Dictionary::new();
+    for &page_id in pages.values().take(max_pages) {
+        let Ok(page) = doc.get_dictionary(page_id) else {
+            continue;
+        };
+        let resources = inherited(doc, page, b"Resources")
+            .and_then(|r| r.as_dict().ok())
+            .unwrap_or(&empty);
+        let Ok(content) = doc.get_page_content(page_id) else {
+            continue;
+        };
+        let mut stack = Vec::new();
+        find_bad_calls(
+            doc,
+            Caller::Page(page_id),
+            &content,
+            resources,
+            &mut stack,
+            &mut budget,
+            &mut drops,
+        );
+    }
+    for (caller, names) in drops {
+        let content = match caller {
+            Caller::Page(id) => doc.get_page_content(id).ok(),
+            Caller::Form(id) => doc
+                .get_object(id)
+                .and_then(Object::as_stream)
+                .and_then(Stream::get_plain_content)
+                .ok(),
+        };
+        let Some(mut content) = content.and_then(|c| Content::decode(&c).ok()) else {
+            continue;
+        };
+        // Inline images do not survive lopdf's encoder; text needs none.
+        content.operations.retain(|op| {
+            op.operator != "BI"
+                && !(op.operator == "Do"
+                    && op
+                        .operands
+                        .first()
+                        .and_then(|o| o.as_name().ok())
+                        .is_some_and(|n| names.contains(n)))
+        });
+        let Ok(bytes) = content.encode() else {
+            continue;
+        };
+        match caller {
+            Caller::Page(id) => {
+                let _ = doc.change_page_content(id, bytes);
+            }
+            Caller::Form(id) => {
+                if let Ok(Object::Stream(stream)) = doc.get_object_mut(id) {
+                    stream.set_plain_content(bytes);
+                }
+            }
+        }
+    }
+}
+
+fn find_bad_calls(
+    doc: &Document,
+    caller: Caller,
+    content: &[u8],
+    resources: &Dictionary,
+    stack: &mut Vec<ObjectId>,
+    budget: &mut usize,
+    drops: &mut HashMap<Caller, HashSet<Vec<u8>>>,
+) {
+    let Ok(content) = Content::decode(content) else {
+        return;
+    };
+    let xobjects = dict_get(doc, resources, b"XObject").and_then(|x| x.as_dict().ok());
+    for op in &content.operations {
+        if op.operator != "Do" {
+            continue;
+        }
+        let Some(Ok(name)) = op.operands.first().map(Object::as_name) else {
+            continue;
+        };
+        let form = xobjects
+            .and_then(|x| match x.get(name) {
+                Ok(Object::Reference(id)) => Some(*id),
+                _ => None,
+            })
+            .and_then(|id| Some((id, doc.get_object(id).ok()?.as_stream().ok()?)))
+            .filter(|(_, s)| {
+                s.dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Form")
+            });
+        let Some((id, stream)) = form else {
+            drops.entry(caller).or_default().insert(name.to_vec());
+            continue;
+        };
+        if stack.contains(&id) || stack.len() >= MAX_FORM_DEPTH || *budget == 0 {
+            drops.entry(caller).or_default().insert(name.to_vec());
+            continue;
+        }
+        *budget -= 1;
+        let Ok(inner) = stream.get_plain_content() else {
+            continue;
+        };
+        let inner_resources = dict_get(doc, &stream.dict, b"Resources")
+            .and_then(|r| r.as_dict().ok())
+            .unwrap_or(resources);
+        stack.push(id);
+        find_bad_calls(
+            doc,
+            Caller::Form(id),
+            &inner,
+            inner_resources,
+            stack,
+            budget,
+            drops,
+        );
+        stack.pop();
     }
 }
 
@@ -1265,6 +1406,60 @@ mod tests {
         let out = read_built(&pdf);
         assert_eq!(all_text(&out), "Danwei: Yongjia");
         assert_eq!(out.meta["text_layer"], true);
+    }
+
+    /// A page showing `/X1` (object 100) with `/F1` in its resources.
+    fn page_with_xobjects(extra: Vec<Object>, content: &[u8]) -> Vec<u8> {
+        let mut doc = Document::load_mem(&one_page_with(vec![("F1", helvetica())], extra, content))
+            .expect("built");
+        let page = *doc.get_pages().values().next().expect("a page");
+        let Ok(Object::Dictionary(page)) = doc.get_object_mut(page) else {
+            panic!("page")
+        };
+        let Ok(Object::Dictionary(resources)) = page.get_mut(b"Resources") else {
+            panic!("resources")
+        };
+        resources.set(
+            "XObject",
+            Object::Dictionary(dict(vec![("X1", Object::Reference((100, 0)))])),
+        );
+        let mut out = Vec::new();
+        doc.save_to(&mut out).expect("written");
+        out
+    }
+
+    fn form(calls: u32, y: u32, text: &str) -> Object {
+        let resources = dict(vec![
+            ("Font", Object::Dictionary(dict(vec![("F1", helvetica())]))),
+            (
+                "XObject",
+                Object::Dictionary(dict(vec![("Xn", Object::Reference((calls, 0)))])),
+            ),
+        ]);
+        Object::Stream(Stream::new(
+            dict(vec![
+                ("Subtype", name("Form")),
+                (
+                    "BBox",
+                    Object::Array([0, 0, 400, 200].map(Object::Integer).to_vec()),
+                ),
+                ("Resources", Object::Dictionary(resources)),
+            ]),
+            format!("BT /F1 12 Tf 20 {y} Td ({text}) Tj ET /Xn Do").into_bytes(),
+        ))
+    }
+
+    #[test]
+    fn form_xobjects_that_draw_each_other_are_drawn_once() {
+        // issue19800.pdf of pdf.js: X1 draws X0, which draws X1; pdf-extract
+        // recursed until the stack overflowed and the worker aborted (this
+        // test aborts the test binary without the guard).
+        let pdf = page_with_xobjects(
+            vec![form(101, 150, "Danwei"), form(100, 100, "Yongjia")],
+            b"/X1 Do",
+        );
+        let out = read_built(&pdf);
+        assert_eq!(all_text(&out), "Danwei|Yongjia");
     }
 
     #[test]
