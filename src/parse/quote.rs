@@ -45,8 +45,7 @@ const HEADER_LINES: usize = 8;
 pub fn split(text: &str) -> (String, Option<Quoted>) {
     let mut own = String::new();
     let all: Vec<&str> = text.lines().collect();
-    let mut lines = all.iter().copied().enumerate();
-    while let Some((i, line)) = lines.next() {
+    for (i, &line) in all.iter().enumerate() {
         let kind = marker(line).or_else(|| header_block(&all[i..]).then_some(QuoteKind::Original));
         if let Some(kind) = kind {
             // A header block's own first line is part of the quote.
