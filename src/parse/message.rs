@@ -225,6 +225,7 @@ pub fn parse(raw: &[u8], limits: &MessageLimits) -> ParsedMessage {
         bytes: 0,
         stopped: false,
         returned: false,
+        hint: text_charset(&msg),
     };
     if headers_only {
         walker.bodies.push(Body::default());
@@ -324,10 +325,27 @@ fn find_header<'a, 'x>(headers: &'a [Header<'x>], name: &str) -> Option<&'a Head
 /// The header's value as written: 8-bit bytes decoded (UTF-8 when valid,
 /// GB18030 otherwise), unfolded and trimmed.
 fn header_text(raw: &[u8], h: &Header<'_>) -> String {
+    header_text_hinted(raw, h, None)
+}
+
+/// `header_text` for a header that may carry raw 8-bit text, with the
+/// charset its message declares for its text as a hint (`decode_8bit`).
+fn header_text_hinted(raw: &[u8], h: &Header<'_>, hint: Option<&str>) -> String {
     let bytes = raw
         .get(h.offset_start as usize..h.offset_end as usize)
         .unwrap_or_default();
-    unfold(&decode_8bit(bytes))
+    unfold(&decode_8bit(bytes, hint))
+}
+
+/// The first charset a message declares for a part (its body's, as a rule):
+/// what a mailer that writes raw 8-bit headers writes them in.
+fn text_charset(msg: &Message<'_>) -> Option<String> {
+    use mail_parser::MimeHeaders;
+    msg.parts
+        .iter()
+        .take(64)
+        .filter_map(|p| p.content_type()?.attribute("charset"))
+        .find_map(|c| non_empty(c.to_string()))
 }
 
 fn raw_is_utf8(raw: &[u8], h: &Header<'_>) -> bool {
@@ -347,10 +365,12 @@ fn non_empty(s: String) -> Option<String> {
 fn envelope_of(msg: &Message<'_>, parser: &MessageParser) -> Envelope {
     let raw = msg.raw_message.as_ref();
     let headers = root_headers(msg);
+    let hint = text_charset(msg);
+    let hint = hint.as_deref();
     let raw_value = |name: &str| find_header(headers, name).map(|h| header_text(raw, h));
 
     let (from, from_name) = find_header(headers, "from")
-        .map(|h| sender(raw, h, parser))
+        .map(|h| sender(raw, h, parser, hint))
         .unwrap_or_default();
 
     let date = find_header(headers, "date").and_then(|h| match &h.value {
@@ -379,7 +399,8 @@ fn envelope_of(msg: &Message<'_>, parser: &MessageParser) -> Envelope {
         message_id,
         from,
         from_name,
-        subject: raw_value("subject").and_then(|s| non_empty(decode_words(&s))),
+        subject: find_header(headers, "subject")
+            .and_then(|h| non_empty(decode_words(&header_text_hinted(raw, h, hint)))),
         date,
         in_reply_to,
         auto_submitted: raw_value("auto-submitted").and_then(non_empty),
@@ -389,12 +410,18 @@ fn envelope_of(msg: &Message<'_>, parser: &MessageParser) -> Envelope {
 
 /// Address and display name of a `From:` header. When the raw bytes are not
 /// UTF-8 (a display name in raw GBK), mail-parser's value is lossy, so the
-/// header is decoded as GB18030 first and parsed again from that text.
-fn sender(raw: &[u8], h: &Header<'_>, parser: &MessageParser) -> (Option<String>, Option<String>) {
+/// header is decoded first (as GB18030, or in the message's Latin charset,
+/// `decode_8bit`) and parsed again from that text.
+fn sender(
+    raw: &[u8],
+    h: &Header<'_>,
+    parser: &MessageParser,
+    hint: Option<&str>,
+) -> (Option<String>, Option<String>) {
     if raw_is_utf8(raw, h) {
         return address_of(&h.value);
     }
-    let text = format!("From: {}\r\n\r\n", header_text(raw, h));
+    let text = format!("From: {}\r\n\r\n", header_text_hinted(raw, h, hint));
     parser
         .parse_headers(text.as_bytes())
         .and_then(|m| find_header(root_headers(&m), "from").map(|h| address_of(&h.value)))
@@ -674,6 +701,8 @@ struct Walker {
     /// Inside a bounce's returned original: its files are listed, its
     /// bodies are not the bounce's.
     returned: bool,
+    /// The charset the message being walked declares (`text_charset`).
+    hint: Option<String>,
 }
 
 impl Walker {
@@ -745,7 +774,9 @@ impl Walker {
             self.bodies.push(Body::default());
         }
         if !msg.parts.is_empty() {
+            let hint = std::mem::replace(&mut self.hint, text_charset(msg));
             self.walk_part(msg, 0, depth, body_index, false);
+            self.hint = hint;
         }
     }
 
@@ -763,7 +794,7 @@ impl Walker {
         let Some(part) = msg.parts.get(id) else {
             return;
         };
-        let info = PartInfo::of(part, msg.raw_message.as_ref());
+        let info = PartInfo::of(part, msg.raw_message.as_ref(), self.hint.as_deref());
         match &part.body {
             PartType::Multipart(children) => {
                 if depth >= self.max_depth {
@@ -891,7 +922,9 @@ struct PartInfo {
 }
 
 impl PartInfo {
-    fn of(part: &MessagePart<'_>, raw: &[u8]) -> Self {
+    /// `hint`: the message's charset (`text_charset`), for raw 8-bit names
+    /// in a part that declares none of its own.
+    fn of(part: &MessagePart<'_>, raw: &[u8], hint: Option<&str>) -> Self {
         let ct_header = part
             .headers
             .iter()
@@ -909,11 +942,12 @@ impl PartInfo {
             ),
             None => ("text".to_string(), "plain".to_string()),
         };
+        let hint = ct.and_then(|c| c.attribute("charset")).or(hint);
         let ct_params = ct_header
-            .map(|h| parse_params(&header_text(raw, h)))
+            .map(|h| parse_params(&header_text_hinted(raw, h, hint)))
             .unwrap_or_default();
         let cd_params = cd_header
-            .map(|h| parse_params(&header_text(raw, h)))
+            .map(|h| parse_params(&header_text_hinted(raw, h, hint)))
             .unwrap_or_default();
 
         // Content-Disposition's filename first, then Content-Type's name; our
@@ -1094,12 +1128,18 @@ fn encoding_for_label(label: &str) -> Option<&'static Encoding> {
 }
 
 /// Header bytes as text: UTF-8 when valid, otherwise GB18030, which is what
-/// raw 8-bit headers from Chinese clients are written in.
-fn decode_8bit(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => GB18030.decode_without_bom_handling(bytes).0,
+/// raw 8-bit headers from Chinese clients are written in. Latin mailers
+/// (Netscape 4, Outlook 2000) write them raw too, in the charset of the
+/// message's text: with a Latin `hint` the bytes are read as
+/// `decode_with_label` reads Latin-labelled text.
+fn decode_8bit<'a>(bytes: &'a [u8], hint: Option<&str>) -> Cow<'a, str> {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(s);
     }
+    if hint.and_then(encoding_for_label) == Some(WINDOWS_1252) && !reads_as_gbk_not_latin(bytes) {
+        return WINDOWS_1252.decode_without_bom_handling(bytes).0;
+    }
+    GB18030.decode_without_bom_handling(bytes).0
 }
 
 /// Text in a declared charset, with a fallback when the label is missing or
@@ -1986,6 +2026,65 @@ Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain
         // Without a label, 8-bit text is GBK whatever it looks like.
         let raw = latin_message("x", "attachment", "", &gbk("玥"));
         assert_eq!(parse_default(&raw).bodies[0].text.as_deref(), Some("玥"));
+    }
+
+    /// Regression: Netscape 4 and Outlook 2000 write raw 8-bit Latin-1 in
+    /// the subject and in file names (`Fr\xF6sche`), in the charset their text
+    /// part declares; raw GBK stays GBK unless the message says Latin and the
+    /// bytes do not read as Chinese.
+    #[test]
+    fn raw_8bit_headers_follow_a_latin_charset_of_the_message() {
+        let mut raw = latin_message(
+            "Die Hasen und die Fr\u{FFFD}sche",
+            "attachment; filename=\"HasenundFr\u{FFFD}sche.txt\"",
+            "; charset=\"iso-8859-1\"",
+            b"Fr\xf6sche",
+        );
+        let raw_latin = |raw: &mut Vec<u8>| {
+            // U+FFFD is EF BF BD in UTF-8: put the raw byte in its place.
+            while let Some(at) = raw.windows(3).position(|w| w == "\u{FFFD}".as_bytes()) {
+                raw.splice(at..at + 3, [0xF6]);
+            }
+        };
+        raw_latin(&mut raw);
+        let m = parse_default(&raw);
+        assert_eq!(
+            m.envelope.subject.as_deref(),
+            Some("Die Hasen und die Frösche")
+        );
+        assert_eq!(names(&m), vec![Some("HasenundFrösche.txt")]);
+
+        let gbk = |s: &str| GB18030.encode(s).0.into_owned();
+        for label in ["; charset=us-ascii", "; charset=gbk", ""] {
+            let mut raw = b"From: ".to_vec();
+            raw.extend(gbk(
+                "乌牛街道 <wnjd@yj.gov.cn>\r\nSubject: 报送登记表（张玥）\r\n",
+            ));
+            raw.extend(
+                latin_message(
+                    "x",
+                    "attachment; filename=\"\u{FFFD}.xls\"",
+                    label,
+                    &gbk("见附件"),
+                )
+                .splitn(3, |&b| b == b'\n')
+                .nth(2)
+                .unwrap_or_default(),
+            );
+            let at = raw
+                .windows(3)
+                .position(|w| w == "\u{FFFD}".as_bytes())
+                .expect("placeholder");
+            raw.splice(at..at + 3, gbk("登记表"));
+            let m = parse_default(&raw);
+            assert_eq!(
+                m.envelope.subject.as_deref(),
+                Some("报送登记表（张玥）"),
+                "{label}"
+            );
+            assert_eq!(m.envelope.from_name.as_deref(), Some("乌牛街道"), "{label}");
+            assert_eq!(names(&m), vec![Some("登记表.xls")], "{label}");
+        }
     }
 
     /// Regression: UTF-7 encoded words and bodies (Outlook 2000) were left
