@@ -67,24 +67,30 @@ pub fn read(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
 fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError> {
     // Readers accept junk before the header (mail gateways prepend some);
     // the spec allows the header anywhere in the first kilobyte.
-    if find(&bytes[..bytes.len().min(1024)], b"%PDF").is_none() {
+    let Some(header) = find(&bytes[..bytes.len().min(1024)], b"%PDF") else {
         return Err(ReadError::Damaged(
             "不是 PDF 文件（缺少 %PDF 文件头）".into(),
         ));
-    }
+    };
+    // Offsets count from the header in such files, as a rebuilt table's do.
+    let body = &bytes[header..];
     let loaded = Document::load_mem(bytes).or_else(|first| {
+        if matches!(
+            first,
+            pdf_extract::Error::InvalidPassword | pdf_extract::Error::Decryption(_)
+        ) {
+            return Err(first);
+        }
+        if header > 0
+            && let Ok(doc) = Document::load_mem(body)
+        {
+            return Ok(doc);
+        }
         // A damaged cross-reference table or trailer: the objects are still
         // there (see `pdf_repair`); the first error is the one told.
-        match super::pdf_repair::rebuilt(bytes) {
-            Some(fixed)
-                if !matches!(
-                    first,
-                    pdf_extract::Error::InvalidPassword | pdf_extract::Error::Decryption(_)
-                ) =>
-            {
-                Document::load_mem(&fixed).map_err(|_| first)
-            }
-            _ => Err(first),
+        match super::pdf_repair::rebuilt(body) {
+            Some(fixed) => Document::load_mem(&fixed).map_err(|_| first),
+            None => Err(first),
         }
     });
     let mut doc = loaded.map_err(|e| match e {
@@ -97,6 +103,19 @@ fn read_inner(bytes: &[u8], limits: &ReadLimits) -> Result<Extracted, ReadError>
     // is still encrypted here needs a password we do not have.
     if doc.is_encrypted() && doc.authenticate_password("").is_err() {
         return Err(ReadError::Encrypted);
+    }
+    if doc.get_pages().is_empty() {
+        // An encryption lopdf does not know leaves the page tree unreadable.
+        if doc.trailer.get(b"Encrypt").is_ok() {
+            return Err(ReadError::Encrypted);
+        }
+        // A table that loads but points past the page tree.
+        if let Some(fixed) = super::pdf_repair::rebuilt(body)
+            && let Ok(rebuilt) = Document::load_mem(&fixed)
+            && !rebuilt.get_pages().is_empty()
+        {
+            doc = rebuilt;
+        }
     }
 
     patch_predefined_cmaps(&mut doc);
@@ -1534,6 +1553,53 @@ mod tests {
             let out = read(&damaged, &ReadLimits::default()).expect("read after repair");
             assert_eq!(out.grids, want);
         }
+    }
+
+    #[test]
+    fn junk_before_the_header_and_no_cross_reference_table_are_rebuilt() {
+        // issue6069.pdf of pdf.js: text before `%PDF` and no startxref.
+        let good = fixture("form_ruled.pdf");
+        let want = read_ok("form_ruled.pdf").grids;
+        let xref = good.windows(5).position(|w| w == b"\nxref").expect("xref") + 1;
+        let mut damaged = b"Some junk before the header\n\n".to_vec();
+        damaged.extend_from_slice(&good[..xref]);
+        let out = read(&damaged, &ReadLimits::default()).expect("read after repair");
+        assert_eq!(out.grids, want);
+    }
+
+    #[test]
+    fn an_encryption_lopdf_cannot_open_is_encrypted_not_pageless() {
+        // issue6010_1.pdf of pdf.js: AES-256 (R 6) with a user password;
+        // lopdf loaded it without its page tree and it was "no pages".
+        let plain = one_page(vec![("F1", helvetica())], b"BT ET");
+        let mut doc = Document::load_mem(&plain).expect("built");
+        let pages = doc
+            .catalog()
+            .expect("catalog")
+            .get(b"Pages")
+            .cloned()
+            .expect("pages");
+        let _ = doc
+            .objects
+            .remove(&pages.as_reference().expect("reference"));
+        doc.trailer.set(
+            "Encrypt",
+            Object::Dictionary(dict(vec![
+                ("Filter", name("Standard")),
+                ("V", Object::Integer(5)),
+                ("R", Object::Integer(6)),
+                ("Length", Object::Integer(256)),
+                ("P", Object::Integer(-4)),
+                ("O", Object::string_literal(vec![7u8; 48])),
+                ("U", Object::string_literal(vec![9u8; 48])),
+            ])),
+        );
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).expect("written");
+        assert_eq!(
+            read(&bytes, &ReadLimits::default()),
+            Err(ReadError::Encrypted)
+        );
     }
 
     #[test]
