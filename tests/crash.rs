@@ -177,7 +177,11 @@ async fn kill_9_at_random_points_loses_and_doubles_nothing(backend: Backend) {
 
 async fn crashing_reader_fails_one_attachment_only(backend: Backend) {
     let db = TestDb::new(backend).await;
-    // 256 MB: the far-corner xls asks for far more and the reader dies.
+    // 256 MB: the far-corner xls once made calamine ask for far more and
+    // the reader died; it is read within the limit now (packed cells). A
+    // reader dying at its limit is covered by tests/hostile.rs
+    // (child_memory_limit and the worker tests); here the point is that one
+    // message's odd attachment leaves the others' results untouched.
     let config_path = db::write_config(&db, "\n[limits.child]\nmemory_mb = 256\n");
     let clock = Clock::fixed(1_179_280_000);
     let app = db::open_app(&config_path, clock.clone()).await;
@@ -250,11 +254,7 @@ async fn crashing_reader_fails_one_attachment_only(backend: Backend) {
     };
     let crashed = outcome(&ids[0]).await;
     assert_eq!(crashed.len(), 1);
-    assert_eq!(crashed[0].0, "error", "{crashed:?}");
-    assert!(
-        crashed[0].1.as_deref().is_some_and(|d| d.contains("256")),
-        "the error names the memory limit: {crashed:?}"
-    );
+    assert_eq!(crashed[0].0, "no_form", "{crashed:?}");
     assert_eq!(outcome(&ids[2]).await[0].0, "error");
     for id in &ids {
         let row = sqlx::query("SELECT state, needs_review FROM message WHERE id = $1")
